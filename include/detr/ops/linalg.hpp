@@ -1,0 +1,151 @@
+#pragma once
+// Matrix products: matmul (a @ b), matmul_nt (a @ b^T, the attention score product) and
+// linear (x @ W^T + b, torch.nn.functional.linear). GEMMs go through Eigen (OpenMP-parallel,
+// or the system BLAS with DETR_BLAS); batches of small products run in parallel instead.
+#include <omp.h>
+
+#include "detr/autograd/var.hpp"
+
+namespace detr {
+
+namespace internal {
+
+// C[M,N] = alpha * op(A) op(B) + beta * C for row-major buffers; op = transpose when ta / tb.
+// A is stored [M,K] (or [K,M] when ta), B is [K,N] (or [N,K] when tb).
+template <class T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, const T* B, T* C,
+          T beta = T(0)) {
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<Mat> c(C, M, N);
+  Eigen::Map<const Mat> a(A, ta ? K : M, ta ? M : K), b(B, tb ? N : K, tb ? K : N);
+  if (beta == T(0)) c.setZero();
+  else if (beta != T(1)) c *= beta;
+  if (!ta && !tb) c.noalias() += a * b;
+  else if (!ta && tb) c.noalias() += a * b.transpose();
+  else if (ta && !tb) c.noalias() += a.transpose() * b;
+  else c.noalias() += a.transpose() * b.transpose();
+}
+
+// `batch` independent GEMMs with fixed strides between operands.
+template <class T>
+void batched_gemm(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
+                  int64_t sa, const T* B, int64_t sb, T* C, int64_t sc, T beta = T(0)) {
+  // Large products use Eigen's own threads; many small ones are spread over threads here.
+  bool outer = batch > 1 && M * N * K < (int64_t(1) << 21);
+#pragma omp parallel for if (outer) schedule(static)
+  for (int64_t i = 0; i < batch; ++i)
+    gemm(ta, tb, M, N, K, A + i * sa, B + i * sb, C + i * sc, beta);
+}
+
+struct MatmulDims {
+  int64_t batch, M, N, K;
+  bool shared_b;  // b is one [K,N] (or [N,K]) matrix used for every batch entry
+  Shape out;
+};
+
+// a [..., M, K] with b [K, N] (shared) or b [..., K, N] (same leading dims); tb reads b as [.., N, K].
+inline MatmulDims matmul_dims(const Shape& a, const Shape& b, bool tb, const char* op) {
+  DETR_CHECK(a.rank() >= 2 && b.rank() >= 2,
+             op << ": needs rank >= 2 operands, got a " << a << " and b " << b);
+  int64_t M = a.dim(-2), K = a.dim(-1);
+  int64_t bK = tb ? b.dim(-1) : b.dim(-2), N = tb ? b.dim(-2) : b.dim(-1);
+  DETR_CHECK(K == bK, op << ": inner dimensions differ: a " << a << " vs b " << b
+                         << (tb ? " (b transposed)" : ""));
+  MatmulDims d{a.prod(0, a.rank() - 2), M, N, K, b.rank() == 2, a.sub(0, a.rank() - 1)};
+  if (!d.shared_b)
+    DETR_CHECK(b.rank() == a.rank() && b.sub(0, b.rank() - 2) == a.sub(0, a.rank() - 2),
+               op << ": batch dimensions differ: a " << a << " vs b " << b);
+  d.out.push_back(N);
+  return d;
+}
+
+template <class T>
+Var<T> matmul_impl(const Var<T>& a, const Var<T>& b, bool tb, const char* op) {
+  const Tensor<T> av = a.value(), bv = b.value();
+  MatmulDims d = matmul_dims(av.shape(), bv.shape(), tb, op);
+  auto out = Tensor<T>::empty(d.out);
+  int64_t sb = d.shared_b ? 0 : d.K * d.N;
+  if (d.shared_b)  // one big GEMM over all leading dims
+    gemm(false, tb, d.batch * d.M, d.N, d.K, av.data(), bv.data(), out.data());
+  else
+    batched_gemm(d.batch, false, tb, d.M, d.N, d.K, av.data(), d.M * d.K, bv.data(), sb,
+                 out.data(), d.M * d.N);
+  return record(op, out, {a, b}, [av, bv, d, tb, sb](const Tensor<T>& g, auto& in) {
+    const int64_t B = d.batch, M = d.M, N = d.N, K = d.K;
+    if (in.wants(0)) {  // dA = g @ op(B)^T
+      auto ga = Tensor<T>::empty(av.shape());
+      if (d.shared_b) gemm(false, !tb, B * M, K, N, g.data(), bv.data(), ga.data());
+      else batched_gemm(B, false, !tb, M, K, N, g.data(), M * N, bv.data(), sb, ga.data(), M * K);
+      in.add(0, std::move(ga));
+    }
+    if (in.wants(1)) {  // dB = A^T @ g (or g^T @ A when b was read transposed)
+      auto gb = Tensor<T>::empty(bv.shape());
+      if (d.shared_b) {
+        if (tb) gemm(true, false, N, K, B * M, g.data(), av.data(), gb.data());
+        else gemm(true, false, K, N, B * M, av.data(), g.data(), gb.data());
+      } else if (tb) {
+        batched_gemm(B, true, false, N, K, M, g.data(), M * N, av.data(), M * K, gb.data(), N * K);
+      } else {
+        batched_gemm(B, true, false, K, N, M, av.data(), M * K, g.data(), M * N, gb.data(), K * N);
+      }
+      in.add(1, std::move(gb));
+    }
+  });
+}
+
+}  // namespace internal
+
+// a [..., M, K] @ b [K, N] or [..., K, N] -> [..., M, N]
+template <class T>
+Var<T> matmul(const Var<T>& a, const Var<T>& b) {
+  return internal::matmul_impl(a, b, false, "matmul");
+}
+
+// a [..., M, K] @ b^T with b [N, K] or [..., N, K] -> [..., M, N]
+template <class T>
+Var<T> matmul_nt(const Var<T>& a, const Var<T>& b) {
+  return internal::matmul_impl(a, b, true, "matmul_nt");
+}
+
+// x [..., In] @ weight^T [Out, In] + bias [Out] -> [..., Out]   (bias may be undefined)
+template <class T>
+Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>()) {
+  DETR_CHECK(weight.rank() == 2, "linear: weight must be [out, in], got " << weight.shape());
+  DETR_CHECK(x.rank() >= 1 && x.dim(-1) == weight.dim(1),
+             "linear: input " << x.shape() << " does not end in in_features " << weight.dim(1)
+                              << " of weight " << weight.shape());
+  const int64_t Out = weight.dim(0), In = weight.dim(1), R = x.numel() / std::max<int64_t>(In, 1);
+  Shape os = x.shape();
+  os[os.rank() - 1] = Out;
+  const Tensor<T> xv = x.value(), wv = weight.value();
+  auto out = Tensor<T>::empty(os);
+  if (bias.defined()) {
+    DETR_CHECK(bias.rank() == 1 && bias.dim(0) == Out,
+               "linear: bias " << bias.shape() << " vs out_features " << Out);
+    out.mat(R, Out).rowwise() = bias.value().mat(1, Out).row(0);
+    internal::gemm(false, true, R, Out, In, xv.data(), wv.data(), out.data(), T(1));
+  } else {
+    internal::gemm(false, true, R, Out, In, xv.data(), wv.data(), out.data());
+  }
+  std::vector<Var<T>> inputs{x, weight};
+  if (bias.defined()) inputs.push_back(bias);
+  return record("linear", out, std::move(inputs), [xv, wv, R, Out, In](const Tensor<T>& g, auto& in) {
+    if (in.wants(0)) {
+      auto gx = Tensor<T>::empty(xv.shape());
+      internal::gemm(false, false, R, In, Out, g.data(), wv.data(), gx.data());
+      in.add(0, std::move(gx));
+    }
+    if (in.wants(1)) {
+      auto gw = Tensor<T>::empty(wv.shape());
+      internal::gemm(true, false, Out, In, R, g.data(), xv.data(), gw.data());
+      in.add(1, std::move(gw));
+    }
+    if (in.wants(2)) {
+      auto gb = Tensor<T>::empty(Shape{Out});
+      gb.mat(1, Out) = g.mat(R, Out).colwise().sum();
+      in.add(2, std::move(gb));
+    }
+  });
+}
+
+}  // namespace detr
