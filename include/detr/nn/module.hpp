@@ -8,6 +8,7 @@
 //     v.param("weight", weight);       // Var<T>, trained
 //     v.buffer("running_mean", mean);  // Tensor<T>, saved but not trained
 //     v.child("linear1", linear1);     // a sublayer: its names get the prefix "linear1."
+//     v.child("", ffn);                // a sublayer whose names join the parent's directly
 //     v.mode(training);                // bool: train / eval behaviour (dropout, batch norm)
 //   }
 //
@@ -35,7 +36,10 @@ struct ProbeVisitor {
   void mode(bool&) {}
 };
 
+// An empty child name splices the child's names into the parent's (a block whose tensors the
+// reference declares directly on the enclosing module, like DETR's FFN inside a layer).
 inline std::string join_name(const std::string& prefix, std::string_view name) {
+  if (name.empty()) return prefix;
   return prefix.empty() ? std::string(name) : prefix + "." + std::string(name);
 }
 
