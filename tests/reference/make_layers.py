@@ -27,11 +27,11 @@ def record(case, module, inputs, forward):
     out[f"{case}.grad_out"] = g
     for k, v in inputs.items():
         if v.grad is not None:
-            out[f"{case}.grad.{k}"] = v.grad
+            out[f"{case}.grad.{k}"] = v.grad.clone()
     for k, p in module.state_dict(keep_vars=True).items():
-        out[f"{case}.{k}"] = p
+        out[f"{case}.{k}"] = p.detach().clone()
         if p.grad is not None:
-            out[f"{case}.grad.{k}"] = p.grad
+            out[f"{case}.grad.{k}"] = p.grad.clone()
 
 
 class MLP(nn.Module):
