@@ -9,7 +9,6 @@
 // results are the same bits on every run.
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <vector>
 
 #include "detr/autograd/var.hpp"
@@ -230,7 +229,10 @@ struct TopK {
 };
 
 // The k largest (or smallest) entries along `dim`, sorted, with their indices (torch.topk).
-// nan counts as larger than every number, as in torch; equal values come in index order.
+// nan counts as larger than every number. Equal values come in the order torch 1.13's CPU kernel
+// leaves them: it runs libstdc++'s partial_sort (k * 64 <= n) or nth_element + sort on (value,
+// index) pairs comparing values only, so ties are not in index order; running the same
+// algorithms with the same comparison reproduces its indices exactly (and deterministically).
 template <class T>
 TopK<T> topk(const Var<T>& x, int64_t k, int dim = -1, bool largest = true) {
   const Shape xs = x.shape();
@@ -245,41 +247,37 @@ TopK<T> topk(const Var<T>& x, int64_t k, int dim = -1, bool largest = true) {
   const T* px = x.value().data();
   T* pv = values.data();
   int64_t* pi = indices.data();
-  // A strict total order (value, then index), so partial_sort and nth_element agree and the
-  // result does not depend on the algorithm picked.
-  auto before = [largest](T a, int64_t ia, T b, int64_t ib) {
-    const bool na = std::isnan(a), nb = std::isnan(b);
-    if (na || nb) {
-      if (na && nb) return ia < ib;
-      return largest ? na : nb;
-    }
-    if (a != b) return largest ? a > b : a < b;
-    return ia < ib;
+  using Elem = std::pair<T, int64_t>;
+  auto greater = [](const Elem& a, const Elem& b) {
+    return (std::isnan(a.first) && !std::isnan(b.first)) || a.first > b.first;
   };
+  auto less = [](const Elem& a, const Elem& b) {
+    return (!std::isnan(a.first) && std::isnan(b.first)) || a.first < b.first;
+  };
+  auto select = [k](std::vector<Elem>& q, auto cmp) {
+    if (k * 64 <= int64_t(q.size())) {
+      std::partial_sort(q.begin(), q.begin() + k, q.end(), cmp);
+    } else {
+      std::nth_element(q.begin(), q.begin() + k - 1, q.end(), cmp);
+      std::sort(q.begin(), q.begin() + k - 1, cmp);
+    }
+  };
+  if (k > 0) {
 #pragma omp parallel if (x.numel() > internal::kParallelWork && outer * inner > 1)
-  {
-    std::vector<int64_t> idx(static_cast<size_t>(n));  // per-thread scratch, reused for every row
-    std::vector<T> row(inner == 1 ? 0 : size_t(n));
+    {
+      std::vector<Elem> queue(static_cast<size_t>(n));  // per-thread scratch, reused for every row
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < outer * inner; ++r) {
-      const int64_t o = r / inner, i = r % inner;
-      const T* v = px + o * n * inner + i;
-      if (inner != 1) {
-        for (int64_t j = 0; j < n; ++j) row[j] = v[j * inner];
-        v = row.data();
-      }
-      std::iota(idx.begin(), idx.end(), int64_t(0));
-      auto cmp = [&](int64_t a, int64_t b) { return before(v[a], a, v[b], b); };
-      if (k * 64 <= n) {
-        std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), cmp);
-      } else {
-        if (k < n) std::nth_element(idx.begin(), idx.begin() + k, idx.end(), cmp);
-        std::sort(idx.begin(), idx.begin() + k, cmp);
-      }
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t at = (o * k + j) * inner + i;
-        pv[at] = v[idx[j]];
-        pi[at] = idx[j];
+      for (int64_t r = 0; r < outer * inner; ++r) {
+        const int64_t o = r / inner, i = r % inner;
+        const T* v = px + o * n * inner + i;
+        for (int64_t j = 0; j < n; ++j) queue[j] = {v[j * inner], j};
+        if (largest) select(queue, greater);
+        else select(queue, less);
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t at = (o * k + j) * inner + i;
+          pv[at] = queue[j].first;
+          pi[at] = queue[j].second;
+        }
       }
     }
   }
