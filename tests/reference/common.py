@@ -24,7 +24,8 @@ def _as_numpy(t):
             t = t.detach().cpu().contiguous().numpy()
     except ImportError:
         pass
-    a = np.ascontiguousarray(t)
+    # ascontiguousarray turns 0-d arrays into shape (1,); keep scalars (losses) of shape [].
+    a = np.ascontiguousarray(t).reshape(np.shape(t))
     if a.dtype not in _DTYPES:
         raise TypeError(f"unsupported dtype {a.dtype}")
     return a
