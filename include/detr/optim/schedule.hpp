@@ -29,6 +29,11 @@ class LRScheduler {
     epoch_ = epoch;
     for (auto& g : opt_.param_groups()) g.lr = lr_at(g.initial_lr, epoch_);
   }
+  // Sets the counter only, leaving the lrs alone (checkpoint loading restores those itself).
+  void restore_epoch(int64_t epoch) {
+    DETR_CHECK(epoch >= 0, type_name() << ": epoch must be >= 0, got " << epoch);
+    epoch_ = epoch;
+  }
   // torch's last_epoch: the number of step() calls so far.
   int64_t epoch() const { return epoch_; }
   Optimizer<T>& optimizer() const { return opt_; }
