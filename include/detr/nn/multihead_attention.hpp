@@ -7,20 +7,9 @@
 
 #include "detr/nn/linear.hpp"
 #include "detr/ops/attention.hpp"
+#include "detr/ops/shape.hpp"
 
 namespace detr {
-
-namespace internal {
-// Rows [begin, end) of x along dim 0, as a view; the gradient lands in those rows.
-template <class T>
-Var<T> rows(const Var<T>& x, int64_t begin, int64_t end) {
-  return record("rows", x.value().slice0(begin, end), {x}, [s = x.shape(), begin, end](const Tensor<T>& g, auto& in) {
-    auto full = Tensor<T>::zeros(s);
-    full.slice0(begin, end).copy_(g);
-    in.add(0, std::move(full));
-  });
-}
-}  // namespace internal
 
 /// \tparam D embed dim   \tparam H heads (D % H == 0)   \tparam T scalar type
 template <int D, int H, class T = float>
@@ -65,10 +54,9 @@ struct MultiheadAttention {
     DETR_CHECK(key.rank() == 3 && key.dim(2) == D && value.rank() == 3 && value.dim(2) == D,
                "MultiheadAttention<" << D << ", " << H << ">: key and value must be [B, Lk, " << D
                                      << "], got " << key.shape() << " and " << value.shape());
-    using internal::rows;
-    Var<T> q = linear(query, rows(in_proj_weight, 0, D), rows(in_proj_bias, 0, D));
-    Var<T> k = linear(key, rows(in_proj_weight, D, 2 * D), rows(in_proj_bias, D, 2 * D));
-    Var<T> v = linear(value, rows(in_proj_weight, 2 * D, 3 * D), rows(in_proj_bias, 2 * D, 3 * D));
+    Var<T> q = linear(query, slice(in_proj_weight, 0, 0, D), slice(in_proj_bias, 0, 0, D));
+    Var<T> k = linear(key, slice(in_proj_weight, 0, D, 2 * D), slice(in_proj_bias, 0, D, 2 * D));
+    Var<T> v = linear(value, slice(in_proj_weight, 0, 2 * D, 3 * D), slice(in_proj_bias, 0, 2 * D, 3 * D));
     Var<T> o = multi_head_attention(q, k, v, H, attn_mask, key_padding_mask, dropout, training, &rng);
     return out_proj.forward(o);
   }
