@@ -86,13 +86,17 @@ Var<T> gather(const Var<T>& x, int dim, const Tensor<int64_t>& index) {
     T* po = out.data();
     const auto& p = *plan;
 #pragma omp parallel for schedule(static) if (out.numel() > internal::kParallelWork && p.outer > 1)
-    for (int64_t o = 0; o < p.outer; ++o)
+    for (int64_t o = 0; o < p.outer; ++o) {
+      const T* base = px + p.outer_off[o];
+      if (p.inner == 1) {  // gather along the last dim: one row of x per outer position
+        for (int64_t j = 0; j < p.k; ++j) po[o * p.k + j] = base[pi[o * p.k + j] * p.x_dim_stride];
+        continue;
+      }
       for (int64_t j = 0; j < p.k; ++j) {
         const int64_t row = (o * p.k + j) * p.inner;
-        const T* base = px + p.outer_off[o];
-        for (int64_t i = 0; i < p.inner; ++i)
-          po[row + i] = base[pi[row + i] * p.x_dim_stride + p.inner_off[i]];
+        for (int64_t i = 0; i < p.inner; ++i) po[row + i] = base[pi[row + i] * p.x_dim_stride + p.inner_off[i]];
       }
+    }
   }
   return record("gather", out, {x}, [index, plan, xs](const Tensor<T>& g, auto& in) {
     auto gx = Tensor<T>::zeros(xs);

@@ -128,6 +128,24 @@ void max_along(const Tensor<T>& x, int dim, T* values, int64_t* indices) {
     const T* base = px + o * n * inner;
     T* v = values + o * inner;
     int64_t* ix = indices + o * inner;
+    if (inner == 1) {  // a contiguous row: a vectorised max, then the first position holding it
+      T best = base[0];
+      int nans = 0;
+#pragma omp simd reduction(max : best) reduction(+ : nans)
+      for (int64_t j = 0; j < n; ++j) {
+        best = base[j] > best ? base[j] : best;
+        nans += base[j] != base[j];
+      }
+      int64_t at = 0;
+      if (nans) {
+        while (!std::isnan(base[at])) ++at;
+      } else {
+        while (base[at] != best) ++at;
+      }
+      *v = base[at];
+      *ix = at;
+      continue;
+    }
     std::copy(base, base + inner, v);
     std::fill_n(ix, inner, 0);
     for (int64_t j = 1; j < n; ++j) {
