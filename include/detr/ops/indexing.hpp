@@ -28,7 +28,12 @@ inline int checked_dim(const char* op, int dim, const Shape& s) {
 // Every entry of `index` lies in [0, n).
 inline void check_indices(const char* op, const Tensor<int64_t>& index, int64_t n, const char* what) {
   const int64_t* p = index.data();
-  for (int64_t i = 0; i < index.numel(); ++i)
+  const int64_t count = index.numel();
+  int64_t bad = 0;
+#pragma omp simd reduction(+ : bad)
+  for (int64_t i = 0; i < count; ++i) bad += p[i] < 0 || p[i] >= n;
+  if (!bad) return;
+  for (int64_t i = 0; i < count; ++i)
     DETR_CHECK(p[i] >= 0 && p[i] < n, op << ": index " << p[i] << " at position " << i << " of index "
                                          << index.shape() << " is out of range for " << what << " "
                                          << n << " (valid: 0.." << n - 1 << ")");
