@@ -118,3 +118,10 @@ TEST_CASE("layout op errors name the op and the shapes", "[shape]") {
   REQUIRE_THROWS_WITH(unsqueeze(a, 3), Catch::Contains("unsqueeze: dim 3"));
   REQUIRE_THROWS_WITH(squeeze(a, -3), Catch::Contains("squeeze: dim -3"));
 }
+
+TEST_CASE("expand without growth is a view", "[shape]") {
+  Var<float> x(Tensor<float>::arange(6).reshape({2, 3}));
+  auto e = expand(x, {1, 2, -1});
+  REQUIRE(e.shape() == Shape{1, 2, 3});
+  REQUIRE(e.value().shares_storage_with(x.value()));
+}

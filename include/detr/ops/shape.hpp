@@ -209,6 +209,7 @@ Var<T> expand(const Var<T>& x, std::vector<int64_t> shape) {
     grown[i] = j < 0 || (xs[j] == 1 && shape[i] != 1);
   }
   const Shape os(std::span<const int64_t>(shape.data(), shape.size()));
+  if (os.numel() == xs.numel()) return reshape(x, os);  // nothing grows: a view, as in torch
   std::vector<int64_t> st(size_t(r), 0);
   const auto xst = internal::strides_of(xs);
   for (int i = lead; i < r; ++i)
