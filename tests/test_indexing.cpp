@@ -91,11 +91,11 @@ TEST_CASE("masked_fill broadcasts the mask; filled positions get no gradient", "
   REQUIRE(y.at({1, 1}) == -INFINITY);
   REQUIRE(y.at({1, 2}) == 5.0f);
   auto col = Tensor<uint8_t>::from({2, 1}, {1, 0});
-  REQUIRE(masked_fill(x, col, 7.0f).value().to_vector() == std::vector<float>{7, 7, 7, 3, 4, 5});
+  REQUIRE(masked_fill(x, col, 7.0).value().to_vector() == std::vector<float>{7, 7, 7, 3, 4, 5});
 
   auto xd = randn({2, 3, 4}, 8);
   auto m = Tensor<uint8_t>::from({3, 1}, {1, 0, 1});
-  REQUIRE_GRADCHECK([&](const V& v) { return masked_fill(v[0], m, 0.5); }, {xd});
+  REQUIRE_GRADCHECK([&](const V& v) { return masked_fill(v[0], m, 0.5f); }, {xd});
   Var<double> leaf(xd.clone(), true);
   auto out = masked_fill(leaf, m, 0.0);
   out.backward(Tensor<double>::ones(out.shape()));

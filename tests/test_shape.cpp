@@ -37,7 +37,7 @@ TEST_CASE("reshape / permute / transpose gradcheck", "[shape][gradcheck]") {
 TEST_CASE("concat / split / slice move elements as torch does", "[shape]") {
   Var<float> a(Tensor<float>::arange(6).reshape({2, 3}));
   Var<float> b(Tensor<float>::arange(4).reshape({2, 2}));
-  auto c = concat<float>({a, b, a}, -1).value();
+  auto c = concat({a, b, a}, -1).value();
   REQUIRE(c.shape() == Shape{2, 8});
   REQUIRE(c.to_vector() == std::vector<float>{0, 1, 2, 0, 1, 0, 1, 2, 3, 4, 5, 2, 3, 3, 4, 5});
   auto c0 = concat<float>({a, a}, 0).value();

@@ -9,6 +9,7 @@
 // results are the same bits on every run.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "detr/autograd/var.hpp"
@@ -201,7 +202,7 @@ Var<T> embedding(const Var<T>& weight, const Tensor<int64_t>& index) {
 // x with `value` wherever `mask` (broadcastable to x) is nonzero; no gradient flows to the
 // filled positions (torch.masked_fill).
 template <class T>
-Var<T> masked_fill(const Var<T>& x, const Tensor<uint8_t>& mask, T value) {
+Var<T> masked_fill(const Var<T>& x, const Tensor<uint8_t>& mask, std::type_identity_t<T> value) {
   const Shape& xs = x.shape();
   DETR_CHECK(internal::broadcast_shapes(mask.shape(), xs, "masked_fill") == xs,
              "masked_fill: mask " << mask.shape() << " does not broadcast to x " << xs);

@@ -169,6 +169,12 @@ Var<T> slice(const Var<T>& x, int dim, int64_t begin, int64_t end, int64_t step 
   });
 }
 
+// concat({a, b, c}, dim) without spelling out T.
+template <class T>
+Var<T> concat(std::initializer_list<Var<T>> xs, int dim) {
+  return concat(std::vector<Var<T>>(xs), dim);
+}
+
 // Consecutive pieces of the given sizes along `dim` (torch.split with a list of sizes).
 template <class T>
 std::vector<Var<T>> split(const Var<T>& x, const std::vector<int64_t>& sizes, int dim) {
