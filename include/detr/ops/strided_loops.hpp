@@ -248,7 +248,7 @@ void sum_dims(const T* src, const std::vector<int64_t>& size, const std::vector<
   }
   // Last dim kept: whole rows are added, in column chunks so short outer extents still split.
   const int64_t len = nest.size[r - 1];
-  constexpr int64_t kCols = 256;
+  constexpr int64_t kCols = 1024;  // 4 KiB of float per source row: whole pages for the prefetcher
   const int64_t col_chunks = (len + kCols - 1) / kCols, rows = n_out / len;
 #pragma omp parallel for schedule(static) if (n_out * int64_t(red_off.size()) > kParallelWork)
   for (int64_t u = 0; u < rows * col_chunks; ++u) {
