@@ -75,7 +75,9 @@ struct GatherPlan {
 // out[..., j, ...] = x[..., index[..., j, ...], ...] along `dim` (torch.gather): index has x's
 // rank, is no larger than x in the other dims, and gives the output shape.
 template <class T>
-Var<T> gather(const Var<T>& x, int dim, const Tensor<int64_t>& index) {
+Var<T> gather(const Var<T>& x,                  // [d0, ..., N, ...]
+              int dim,                          // the dim of N
+              const Tensor<int64_t>& index) {  // [e0 <= d0, ..., K, ...], values in [0, N)
   const Shape& xs = x.shape();
   DETR_CHECK(index.rank() == x.rank(),
              "gather: index " << index.shape() << " must have the rank of x " << xs);
@@ -170,7 +172,9 @@ Tensor<T> index_rows_backward(const Tensor<T>& g, int dim, const Tensor<int64_t>
 
 // Entries of x at positions `index` (1-d, repeats allowed) along `dim` (torch.index_select).
 template <class T>
-Var<T> index_select(const Var<T>& x, int dim, const Tensor<int64_t>& index) {
+Var<T> index_select(const Var<T>& x,                  // [..., N, ...] -> out [..., K, ...]
+                    int dim,                          // the dim of N
+                    const Tensor<int64_t>& index) {  // [K], values in [0, N)
   const Shape xs = x.shape();
   const int d = internal::checked_dim("index_select", dim, xs);
   DETR_CHECK(index.rank() <= 1, "index_select: index must be 1-d, got " << index.shape());
@@ -186,7 +190,8 @@ Var<T> index_select(const Var<T>& x, int dim, const Tensor<int64_t>& index) {
 // Rows of `weight` [N, D] picked by `index` (any shape): out is [*index.shape, D]
 // (torch.nn.functional.embedding, dense gradient).
 template <class T>
-Var<T> embedding(const Var<T>& weight, const Tensor<int64_t>& index) {
+Var<T> embedding(const Var<T>& weight,              // [N, D]
+                 const Tensor<int64_t>& index) {  // [*I], values in [0, N) -> out [*I, D]
   const Shape ws = weight.shape();
   DETR_CHECK(ws.rank() == 2, "embedding: weight must be [N, D], got " << ws);
   internal::check_indices("embedding", index, ws[0], "weight with N =");
@@ -202,7 +207,9 @@ Var<T> embedding(const Var<T>& weight, const Tensor<int64_t>& index) {
 // x with `value` wherever `mask` (broadcastable to x) is nonzero; no gradient flows to the
 // filled positions (torch.masked_fill).
 template <class T>
-Var<T> masked_fill(const Var<T>& x, const Tensor<uint8_t>& mask, std::type_identity_t<T> value) {
+Var<T> masked_fill(const Var<T>& x,               // [*S]
+                   const Tensor<uint8_t>& mask,  // broadcastable to [*S]
+                   std::type_identity_t<T> value) {
   const Shape& xs = x.shape();
   DETR_CHECK(internal::broadcast_shapes(mask.shape(), xs, "masked_fill") == xs,
              "masked_fill: mask " << mask.shape() << " does not broadcast to x " << xs);
@@ -244,7 +251,8 @@ struct TopK {
 // index) pairs comparing values only, so ties are not in index order; running the same
 // algorithms with the same comparison reproduces its indices exactly (and deterministically).
 template <class T>
-TopK<T> topk(const Var<T>& x, int64_t k, int dim = -1, bool largest = true) {
+TopK<T> topk(const Var<T>& x,  // [..., N, ...] -> values and indices [..., k, ...]
+             int64_t k, int dim = -1, bool largest = true) {
   const Shape xs = x.shape();
   const int d = internal::checked_dim("topk", dim, xs);
   DETR_CHECK(k >= 0 && k <= xs[d], "topk: k = " << k << " out of range for dim " << dim << " of size "
