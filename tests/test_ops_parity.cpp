@@ -77,7 +77,9 @@ TEST_CASE("topk with nans matches torch: nans largest, their order as torch leav
 }
 
 TEST_CASE("max along a dim matches torch: first of ties", "[parity][reduce]") {
-  for (auto [name, dim] : {std::pair{"max_last", -1}, std::pair{"max_first", 0}}) {
+  for (const auto& c : {std::pair{"max_last", -1}, std::pair{"max_first", 0}}) {
+    const char* name = c.first;
+    const int dim = c.second;  // a plain variable: clang 14 cannot capture structured bindings
     INFO("case " << name);
     Var<float> x(ref().get<float>(std::string(name) + ".x0"));
     REQUIRE(max(x, dim).indices.to_vector() == index(std::string(name) + ".indices").to_vector());
