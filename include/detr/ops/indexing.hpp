@@ -9,6 +9,7 @@
 // results are the same bits on every run.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -69,6 +70,31 @@ struct GatherPlan {
     return off;
   }
 };
+
+// dst = mask ? value : src over `shape` (src and dst contiguous), reading the mask through
+// broadcast strides: an attention mask [B, 1, 1, S] is never expanded to the scores' size.
+template <class T>
+void select_masked(const T* src, const Tensor<uint8_t>& mask, const Shape& shape, T value, T* dst) {
+  auto ms = broadcast_strides(mask.shape(), shape);
+  LoopNest<2> in{dims_of(shape), {std::vector<int64_t>(ms.begin(), ms.begin() + shape.rank()),
+                                  detr::internal::contiguous_strides(dims_of(shape))}};
+  if (in.numel() == 0) return;
+  const LoopNest<2> nest = coalesce(in);
+  const int64_t n = nest.size.back(), step = nest.stride[0].back();
+  const uint8_t* pm = mask.data();
+  for_each_row(nest, [&](const Odometer<2>& od) {
+    const uint8_t* m = pm + od[0];
+    const T* s = src + od[1];
+    T* d = dst + od[1];
+    if (step == 0) {
+      if (*m) std::fill_n(d, n, value);
+      else std::memcpy(d, s, sizeof(T) * size_t(n));
+    } else {
+#pragma omp simd
+      for (int64_t k = 0; k < n; ++k) d[k] = m[k * step] ? value : s[k];
+    }
+  });
+}
 
 }  // namespace internal
 
@@ -213,28 +239,11 @@ Var<T> masked_fill(const Var<T>& x,               // [*S]
   const Shape& xs = x.shape();
   DETR_CHECK(internal::broadcast_shapes(mask.shape(), xs, "masked_fill") == xs,
              "masked_fill: mask " << mask.shape() << " does not broadcast to x " << xs);
-  Tensor<uint8_t> m = mask;
-  if (!(mask.shape() == xs)) {
-    auto st = internal::broadcast_strides(mask.shape(), xs);
-    m = internal::gather_strided(mask, std::vector<int64_t>(st.begin(), st.begin() + xs.rank()), xs);
-  }
   auto out = Tensor<T>::empty(xs);
-  const int64_t n = out.numel();
-  {
-    const T* px = x.value().data();
-    const uint8_t* pm = m.data();
-    T* po = out.data();
-#pragma omp parallel for simd if (n > internal::kParallelWork)
-    for (int64_t i = 0; i < n; ++i) po[i] = pm[i] ? value : px[i];
-  }
-  return record("masked_fill", out, {x}, [m](const Tensor<T>& g, auto& in) {
-    auto gx = Tensor<T>::empty(g.shape());
-    const T* pg = g.data();
-    const uint8_t* pm = m.data();
-    T* po = gx.data();
-    const int64_t n = g.numel();
-#pragma omp parallel for simd if (n > internal::kParallelWork)
-    for (int64_t i = 0; i < n; ++i) po[i] = pm[i] ? T(0) : pg[i];
+  internal::select_masked(x.value().data(), mask, xs, value, out.data());
+  return record("masked_fill", out, {x}, [mask, xs](const Tensor<T>& g, auto& in) {
+    auto gx = Tensor<T>::empty(xs);
+    internal::select_masked(g.data(), mask, xs, T(0), gx.data());
     in.add(0, std::move(gx));
   });
 }
