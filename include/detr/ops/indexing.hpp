@@ -5,8 +5,8 @@
 // is a detr::Error naming the op, the offending value, its position and the valid range.
 //
 // Backward passes that add into the same input element (gather, index_select and embedding with
-// repeated indices) accumulate in a fixed order within one thread per output region, so their
-// results are the same bits on every run.
+// repeated indices) accumulate each element's contributions in a fixed order within one thread,
+// so their results are the same bits on every run and for any thread count.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -169,26 +169,28 @@ Tensor<T> index_rows(const Tensor<T>& x, int dim, const Tensor<int64_t>& index, 
   return out;
 }
 
-// Backward of index_rows: gx[o, index[j], :] += g[o, j, :], for j in order. Work is split over
-// (outer, column chunk) so that even outer == 1 (embedding) runs in parallel without races.
+// Backward of index_rows: gx[o, index[j], :] += g[o, j, :]. Each destination row adds its
+// contributions in j order, whichever unit owns it, so the bits never depend on the split. With
+// few outer positions (embedding: one) the destination rows are split into blocks, and each
+// block's unit scans the whole index list for its own rows.
 template <class T>
 Tensor<T> index_rows_backward(const Tensor<T>& g, int dim, const Tensor<int64_t>& index, const Shape& in_shape) {
   const int64_t outer = in_shape.prod(0, dim), n = in_shape[dim], inner = in_shape.prod(dim + 1, in_shape.rank()),
                 k = index.numel();
   auto gx = Tensor<T>::zeros(in_shape);
-  constexpr int64_t kCols = 512;
-  const int64_t chunks = std::max<int64_t>(1, (inner + kCols - 1) / kCols);
+  const int64_t blocks = outer >= 8 ? 1 : std::min<int64_t>(n, 16), rows_per_block = (n + blocks - 1) / blocks;
   const T* pg = g.data();
   const int64_t* pi = index.data();
   T* po = gx.data();
-#pragma omp parallel for schedule(static) if (g.numel() > kParallelWork && outer * chunks > 1)
-  for (int64_t u = 0; u < outer * chunks; ++u) {
-    const int64_t o = u / chunks, c0 = u % chunks * kCols, m = std::min(kCols, inner - c0);
+#pragma omp parallel for schedule(static) if (g.numel() > kParallelWork && outer * blocks > 1)
+  for (int64_t u = 0; u < outer * blocks; ++u) {
+    const int64_t o = u / blocks, lo = u % blocks * rows_per_block, hi = std::min(n, lo + rows_per_block);
     for (int64_t j = 0; j < k; ++j) {
-      const T* src = pg + (o * k + j) * inner + c0;
-      T* dst = po + (o * n + pi[j]) * inner + c0;
+      if (pi[j] < lo || pi[j] >= hi) continue;
+      const T* src = pg + (o * k + j) * inner;
+      T* dst = po + (o * n + pi[j]) * inner;
 #pragma omp simd
-      for (int64_t c = 0; c < m; ++c) dst[c] += src[c];
+      for (int64_t c = 0; c < inner; ++c) dst[c] += src[c];
     }
   }
   return gx;
