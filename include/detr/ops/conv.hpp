@@ -31,17 +31,6 @@ struct ConvGeometry {
   bool pointwise() const { return KH == 1 && KW == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
 };
 
-// The outputs o in [lo, hi) whose input o * stride + off lies in [0, n).
-struct ValidRange {
-  int64_t lo, hi;
-};
-inline ValidRange valid_range(int64_t off, int64_t stride, int64_t n, int64_t out) {
-  int64_t lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
-  int64_t hi = n - off <= 0 ? 0 : std::min(out, (n - 1 - off) / stride + 1);
-  lo = std::min(lo, out);
-  return {lo, std::max(lo, hi)};
-}
-
 // col [C*KH*KW, OH*OW] from one image x [C, H, W]; padding reads as 0.
 template <class T>
 void im2col(const T* x, const ConvGeometry& g, T* col, bool parallel) {
@@ -54,12 +43,13 @@ void im2col(const T* x, const ConvGeometry& g, T* col, bool parallel) {
     T* dst = col + r * P;
     std::fill(dst, dst + vh.lo * g.OW, T(0));
     for (int64_t oh = vh.lo; oh < vh.hi; ++oh) {
-      const T* src = x + (c * g.H + oh * g.sh + offh) * g.W + offw;
+      const T* src = x + (c * g.H + oh * g.sh + offh) * g.W;  // input row; column ow * sw + offw
       T* d = dst + oh * g.OW;
       std::fill(d, d + vw.lo, T(0));
-      if (g.sw == 1) std::copy(src + vw.lo, src + vw.hi, d + vw.lo);
+      if (g.sw == 1)
+        for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow + offw];
       else
-        for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow * g.sw];
+        for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow * g.sw + offw];
       std::fill(d + vw.hi, d + g.OW, T(0));
     }
     std::fill(dst + vh.hi * g.OW, dst + P, T(0));
@@ -79,12 +69,12 @@ void col2im(const T* col, const ConvGeometry& g, T* dx, bool parallel) {
       const ValidRange vh = valid_range(offh, g.sh, g.H, g.OH), vw = valid_range(offw, g.sw, g.W, g.OW);
       const T* src = col + (c * K2 + k) * P;
       for (int64_t oh = vh.lo; oh < vh.hi; ++oh) {
-        T* d = dx + (c * g.H + oh * g.sh + offh) * g.W + offw;
+        T* d = dx + (c * g.H + oh * g.sh + offh) * g.W;
         const T* s = src + oh * g.OW;
         if (g.sw == 1)
-          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] += s[ow];
+          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow + offw] += s[ow];
         else
-          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow * g.sw] += s[ow];
+          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow * g.sw + offw] += s[ow];
       }
     }
   }
