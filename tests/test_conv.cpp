@@ -11,7 +11,7 @@ namespace {
 // Direct 7-loop convolution (the definition), for forward values.
 Tensor<double> naive_conv(const Tensor<double>& x, const Tensor<double>& w, const Tensor<double>* b,
                           Size2 s, Size2 p, Size2 d, int64_t G) {
-  int64_t B = x.dim(0), Cin = x.dim(1), H = x.dim(2), W = x.dim(3);
+  int64_t B = x.dim(0), H = x.dim(2), W = x.dim(3);
   int64_t Cout = w.dim(0), CinG = w.dim(1), KH = w.dim(2), KW = w.dim(3);
   int64_t OH = (H + 2 * p.h - d.h * (KH - 1) - 1) / s.h + 1, OW = (W + 2 * p.w - d.w * (KW - 1) - 1) / s.w + 1;
   auto y = Tensor<double>::zeros({B, Cout, OH, OW});
@@ -30,7 +30,6 @@ Tensor<double> naive_conv(const Tensor<double>& x, const Tensor<double>& w, cons
               }
           y.at({n, co, oh, ow}) = acc;
         }
-  (void)Cin;
   return y;
 }
 

@@ -4,9 +4,11 @@
 // As torch's CPU kernel: padding never wins (it acts as -inf), a NaN wins and propagates, and on
 // ties the first maximum in row-major window order keeps the index, so the gradient goes to
 // exactly one input per output. The argmax of each output is kept for the backward.
-#include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <vector>
 
 #include "detr/autograd/var.hpp"
 #include "detr/ops/window.hpp"
