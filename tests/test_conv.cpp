@@ -78,6 +78,23 @@ TEST_CASE("conv2d gradcheck (input, weight, bias)", "[conv][gradcheck]") {
   }
 }
 
+TEST_CASE("conv2d on images large enough to be split into bands of output rows", "[conv]") {
+  // 144 column rows x 140 columns per output row: bands of 26 rows, the last one shorter.
+  // The backward is checked through the adjoint identities of a bilinear map:
+  // <conv(x, w), g> = <x, dx> = <w, dw>.
+  for (int64_t B : {1, 2}) {
+    auto x = randn({B, 16, 300, 280}, 11), w = randn({16, 16, 3, 3}, 12);
+    Var<double> xv(x, true), wv(w, true);
+    auto y = conv2d(xv, wv, Var<double>(), 2, 2, 2);
+    REQUIRE_ALLCLOSE(y.value(), naive_conv(x, w, nullptr, 2, 2, 2, 1), 1e-10, 1e-10);
+    auto g = randn(y.shape(), 13);
+    y.backward(g);
+    const double yg = (y.value().arr() * g.arr()).sum();
+    REQUIRE((x.arr() * xv.grad().arr()).sum() == Approx(yg).epsilon(1e-10));
+    REQUIRE((w.arr() * wv.grad().arr()).sum() == Approx(yg).epsilon(1e-10));
+  }
+}
+
 TEST_CASE("conv2d: one image per thread gives the per-image results, deterministically", "[conv]") {
   // Large enough that images are spread over threads; each image must equal a batch of one and
   // the weight gradient the in-order sum of the per-image gradients.
