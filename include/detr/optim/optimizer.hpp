@@ -95,6 +95,7 @@ class Optimizer {
       state_.resize(state_.size() + s.params.size());
       groups_.push_back({std::move(s.params), lr, lr, wd});
     }
+    DETR_CHECK(!state_.empty(), who << ": got an empty parameter list");
   }
 
   // Calls f(group, param, state) for every parameter that has a gradient.
