@@ -1,5 +1,6 @@
 #include <cmath>
 #include <cstring>
+#include <omp.h>
 
 #include "detr/ops/elementwise.hpp"
 #include "detr/optim/adamw.hpp"
@@ -321,4 +322,33 @@ TEST_CASE("AdamW and SGD reproduce torch bit for bit on fixed gradients", "[opti
   check_against_torch<SGD<float>>("sgd_nesterov",
                                   SGDOptions{.lr = 1e-2, .momentum = 0.9, .weight_decay = 1e-2, .nesterov = true});
   check_against_torch<SGD<float>>("sgd_dampening", SGDOptions{.lr = 1e-2, .momentum = 0.5, .dampening = 0.3});
+}
+
+TEST_CASE("optimizer steps and clipping give the same bits on 1 and 2 threads", "[optim]") {
+  const int64_t n = (int64_t(1) << 17) + 11;  // above the parallel threshold, odd tail
+  Rng rng(11);
+  auto init = rng.normal_tensor<float>({n}), grad = rng.normal_tensor<float>({n}, 0.0, 3.0);
+  auto run = [&](int threads, auto make_opt) {
+    int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Var<float> p(init.clone(), true);
+    std::vector<NamedParameter<float>> params{{"p", &p}};
+    auto opt = make_opt(params);
+    float norm = 0;
+    for (int s = 0; s < 3; ++s) {
+      p.mutable_grad() = grad.clone();
+      norm = clip_grad_norm(params, 1.0);
+      opt->step();
+    }
+    omp_set_num_threads(before);
+    return std::pair{p.value(), norm};
+  };
+  auto adamw = [](auto& ps) { return std::make_unique<AdamW<float>>(ps, AdamWOptions{.lr = 1e-2}); };
+  auto sgd = [](auto& ps) { return std::make_unique<SGD<float>>(ps, SGDOptions{.lr = 1e-2, .momentum = 0.9, .weight_decay = 1e-4}); };
+  for (int k = 0; k < 2; ++k) {
+    auto [one, norm1] = k == 0 ? run(1, adamw) : run(1, sgd);
+    auto [two, norm2] = k == 0 ? run(2, adamw) : run(2, sgd);
+    REQUIRE(std::memcmp(&norm1, &norm2, sizeof(float)) == 0);
+    REQUIRE(std::memcmp(one.data(), two.data(), sizeof(float) * size_t(n)) == 0);
+  }
 }
