@@ -97,6 +97,25 @@ TEST_CASE("AdamW: parameters without a grad are skipped", "[optim][adamw]") {
   REQUIRE_FALSE(b.grad().defined());
 }
 
+TEST_CASE("AdamW: zero-filled gradients (torch 1.13's zero_grad) still step", "[optim][adamw]") {
+  auto a = leaf({1.0}), b = leaf({1.0});
+  AdamW<double> opt(P{{"a", &a}, {"b", &b}}, {.lr = 0.1, .eps = 0.0, .weight_decay = 0.5});
+  set_grad(a, {1.0});
+  set_grad(b, {1.0});
+  opt.step();
+  opt.zero_grad(false);
+  REQUIRE(b.grad().item() == 0.0);
+  set_grad(a, {1.0});  // b gets no new gradient, but keeps its zero one
+  double before = b.value().item();
+  opt.step();
+  REQUIRE(opt.state(1).step == 2);
+  // m = 0.09, v = 0.000999 after the zero gradient: b keeps moving by its momentum.
+  double m = 0.09 / (1 - 0.81), v = 0.000999 / (1 - 0.998001);
+  REQUIRE(b.value().item() == Approx(before * 0.95 - 0.1 * m / std::sqrt(v)).epsilon(1e-12));
+  opt.param_groups()[0].params.pop_back();
+  REQUIRE_THROWS_WITH(opt.step(), Catch::Contains("groups must not change after construction"));
+}
+
 TEST_CASE("AdamW: float tensors large enough to run in parallel match a serial double loop",
           "[optim][adamw]") {
   const int64_t n = (int64_t(1) << 16) + 3;
