@@ -1,5 +1,7 @@
 #include "detr/data/image.hpp"
 
+#include <stb_image_write.h>
+
 #include "data_helpers.hpp"
 #include "helpers.hpp"
 
