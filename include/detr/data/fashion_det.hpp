@@ -31,6 +31,7 @@
 #include "detr/core/rng.hpp"
 #include "detr/core/tensor.hpp"
 #include "detr/data/image.hpp"
+#include "detr/data/seed.hpp"
 
 namespace detr {
 
@@ -92,13 +93,6 @@ inline Tensor<uint8_t> read_idx_gz(const std::string& path, int expected_dims) {
   return t;
 }
 
-inline uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b) {
-  // splitmix64 finaliser over the three inputs: independent streams per canvas.
-  uint64_t z = seed ^ (a * 0x9E3779B97F4A7C15ULL) ^ (b * 0xD1B54A32D192ED03ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 }  // namespace internal
 
 // split: "train" (60000 images) or "test" (10000 images).
