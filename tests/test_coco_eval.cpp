@@ -85,6 +85,23 @@ TEST_CASE("perfect detections give AP 1, crowd matches are ignored", "[coco_eval
   REQUIRE(r2.stats[8] == Approx(1.0).epsilon(1e-12));
 }
 
+TEST_CASE("results files: extra keys are skipped, fields read exactly", "[coco_eval]") {
+  test::TempDir dir;
+  test::write_text(dir / "r.json", R"([
+    {"image_id": 3, "segmentation": [[1, 2, {"x": [3]}]], "category_id": 7, "score": 0.25,
+     "bbox": [1.5, 2, 3e1, 4], "area": 120, "extra": null},
+    {"bbox": [0, 0, 1, 1], "score": 1, "category_id": 2, "image_id": 9}])");
+  auto d = load_detections(dir / "r.json");
+  REQUIRE(d.size() == 2);
+  REQUIRE(d[0].image_id == 3);
+  REQUIRE(d[0].category_id == 7);
+  REQUIRE(d[0].score == 0.25);
+  REQUIRE(d[0].bbox == std::array<double, 4>{1.5, 2, 30, 4});
+  REQUIRE(d[1].image_id == 9);
+  test::write_text(dir / "e.json", "[]");
+  REQUIRE(load_detections(dir / "e.json").empty());
+}
+
 TEST_CASE("bad detections give clear errors", "[coco_eval][error]") {
   CocoDataset gt(kData + "/coco_eval_gt.json", "");
   std::vector<Detection> dets = {{424242, 1, {0, 0, 1, 1}, 0.5}};
@@ -93,9 +110,13 @@ TEST_CASE("bad detections give clear errors", "[coco_eval][error]") {
   REQUIRE_THROWS_WITH(CocoEvaluator(gt).evaluate(dets), Catch::Contains("non-finite score"));
 
   test::TempDir dir;
-  test::write_text(dir / "r.json", R"([{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3]}])");
+  test::write_text(dir / "r.json", R"([{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}])");
   REQUIRE_THROWS_WITH(load_detections(dir / "r.json"),
                       Catch::Contains("r.json") && Catch::Contains("'score'"));
+  test::write_text(dir / "r.json", R"([{"image_id": 1, "category_id": "cat", "score": 1, "bbox": [1, 2, 3, 4]}])");
+  REQUIRE_THROWS_WITH(load_detections(dir / "r.json"), Catch::Contains("detection #0"));
+  test::write_text(dir / "r.json", R"([{"image_id": 1.5, "category_id": 1, "score": 1, "bbox": [1, 2, 3, 4]}])");
+  REQUIRE_THROWS_WITH(load_detections(dir / "r.json"), Catch::Contains("must be an integer"));
   test::write_text(dir / "r.json", R"([{"image_id": 1, "category_id": 1, "score": 1, "bbox": [1, 2, 3]}])");
   REQUIRE_THROWS_WITH(load_detections(dir / "r.json"), Catch::Contains("4 numbers"));
   test::write_text(dir / "r.json", R"({"image_id": 1})");

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -93,10 +94,12 @@ inline const json& json_array(const JsonContext& c, const json& obj, const char*
 }
 
 inline json parse_json_file(const std::string& path) {
-  std::ifstream f(path);
+  std::ifstream f(path, std::ios::binary);
   DETR_CHECK(f.good(), "cannot open json file " << path);
+  // Whole file first: nlohmann parses a string several times faster than an istream.
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   try {
-    return json::parse(f);
+    return json::parse(text);
   } catch (const json::parse_error& e) {
     DETR_FAIL("malformed json in " << path << ": " << e.what());
   }

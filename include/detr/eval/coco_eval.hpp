@@ -44,29 +44,135 @@ struct Detection {
   double score = 0;
 };
 
-// Read a COCO results file: a json array of {image_id, category_id, bbox, score}.
-inline std::vector<Detection> load_detections(const std::string& path) {
-  using namespace internal;
-  json doc = parse_json_file(path);
-  DETR_CHECK(doc.is_array(), path << ": a results file must be a json array of detections");
-  std::vector<Detection> dets;
-  dets.reserve(doc.size());
-  for (size_t i = 0; i < doc.size(); ++i) {
-    JsonContext ctx{path, "detection #" + std::to_string(i)};
-    Detection d;
-    d.image_id = json_int(ctx, doc[i], "image_id");
-    d.category_id = json_int(ctx, doc[i], "category_id");
-    d.score = json_number(ctx, doc[i], "score");
-    const auto& bb = json_array(ctx, doc[i], "bbox");
-    DETR_CHECK(bb.size() == 4, path << ": detection #" << i << ": 'bbox' must have 4 numbers");
-    for (int k = 0; k < 4; ++k) {
-      DETR_CHECK(bb[k].is_number() && std::isfinite(bb[k].get<double>()),
-                 path << ": detection #" << i << ": 'bbox' must hold finite numbers, got "
-                      << bb.dump());
-      d.bbox[k] = bb[k].get<double>();
-    }
-    dets.push_back(d);
+namespace internal {
+// SAX reader for results files: a results file holds ~100 detections per image, and building
+// nlohmann's DOM (a std::map per detection) costs more than the whole evaluation.
+class DetectionsSax {
+ public:
+  using json = nlohmann::json;
+  DetectionsSax(const std::string& path, std::vector<Detection>& out) : path_(path), out_(out) {}
+
+  bool null() { return value("null"); }
+  bool boolean(bool) { return value("a boolean"); }
+  bool number_integer(int64_t v) { return number(double(v), v, true); }
+  bool number_unsigned(uint64_t v) { return number(double(v), int64_t(v), true); }
+  bool number_float(double v, const std::string&) { return number(v, 0, false); }
+  bool string(std::string&) { return value("a string"); }
+  bool binary(json::binary_t&) { return value("binary"); }
+  bool start_object(size_t) {
+    if (skip_depth_ > 0 || (depth_ == 2 && key_ != Key::kBbox)) return enter_skipped();
+    DETR_CHECK(depth_ != 0, path_ << ": a results file must be a json array of detections");
+    DETR_CHECK(depth_ == 1, where() << ": expected a detection object");
+    ++depth_;
+    cur_ = Detection{};
+    seen_ = 0;
+    return true;
   }
+  bool end_object() {
+    if (skip_depth_ > 0) return leave_skipped();
+    --depth_;
+    static const char* kNames[4] = {"image_id", "category_id", "bbox", "score"};
+    for (int k = 0; k < 4; ++k)
+      DETR_CHECK(seen_ & (1 << k), where() << " has no key '" << kNames[k] << "'");
+    out_.push_back(cur_);
+    return true;
+  }
+  bool start_array(size_t) {
+    if (skip_depth_ > 0) return enter_skipped();
+    if (depth_ == 0) {
+      ++depth_;
+      return true;
+    }
+    DETR_CHECK(depth_ == 2, where() << ": expected a detection object, got an array");
+    if (key_ != Key::kBbox) return enter_skipped();
+    ++depth_;
+    bbox_n_ = 0;
+    return true;
+  }
+  bool end_array() {
+    if (skip_depth_ > 0) return leave_skipped();
+    if (depth_ == 1) {
+      --depth_;
+      return true;
+    }
+    --depth_;  // end of bbox
+    DETR_CHECK(bbox_n_ == 4, where() << ": 'bbox' must have 4 numbers [x, y, w, h], got "
+                                     << bbox_n_);
+    seen_ |= 1 << 2;
+    return true;
+  }
+  bool key(std::string& k) {
+    if (skip_depth_ > 0) return true;
+    key_ = k == "image_id" ? Key::kImage : k == "category_id" ? Key::kCategory
+         : k == "bbox" ? Key::kBbox : k == "score" ? Key::kScore : Key::kOther;
+    return true;
+  }
+  bool parse_error(size_t, const std::string&, const nlohmann::detail::exception& e) {
+    DETR_FAIL("malformed json in " << path_ << ": " << e.what());
+  }
+
+ private:
+  enum class Key { kImage, kCategory, kBbox, kScore, kOther };
+  std::string where() const {
+    return path_ + ": detection #" + std::to_string(out_.size());
+  }
+  bool enter_skipped() {
+    DETR_CHECK(depth_ >= 2 || skip_depth_ > 0,
+               path_ << ": a results file must be a json array of detections");
+    ++skip_depth_;
+    return true;
+  }
+  bool leave_skipped() {
+    --skip_depth_;
+    return true;
+  }
+  bool value(const char* what) {
+    if (skip_depth_ > 0 || (depth_ == 2 && key_ == Key::kOther)) return true;
+    DETR_CHECK(depth_ >= 2, path_ << ": a results file must be a json array of detections");
+    DETR_FAIL(where() << ": expected a number, got " << what);
+  }
+  bool number(double v, int64_t i, bool is_int) {
+    if (skip_depth_ > 0 || (depth_ == 2 && key_ == Key::kOther)) return true;
+    DETR_CHECK(depth_ >= 2, path_ << ": a results file must be a json array of detections");
+    DETR_CHECK(std::isfinite(v), where() << ": a number is not finite");
+    if (depth_ == 3) {  // inside bbox
+      DETR_CHECK(bbox_n_ < 4, where() << ": 'bbox' must have 4 numbers [x, y, w, h]");
+      cur_.bbox[bbox_n_++] = v;
+      return true;
+    }
+    auto integral = [&](const char* name) {
+      DETR_CHECK(is_int || v == std::floor(v), where() << ": '" << name
+                                                       << "' must be an integer, got " << v);
+      return is_int ? i : int64_t(v);
+    };
+    switch (key_) {
+      case Key::kImage: cur_.image_id = integral("image_id"), seen_ |= 1; break;
+      case Key::kCategory: cur_.category_id = integral("category_id"), seen_ |= 2; break;
+      case Key::kScore: cur_.score = v, seen_ |= 8; break;
+      case Key::kBbox: DETR_FAIL(where() << ": 'bbox' must be an array of 4 numbers");
+      case Key::kOther: break;
+    }
+    return true;
+  }
+
+  const std::string& path_;
+  std::vector<Detection>& out_;
+  Detection cur_;
+  int depth_ = 0, skip_depth_ = 0, bbox_n_ = 0, seen_ = 0;
+  Key key_ = Key::kOther;
+};
+}  // namespace internal
+
+// Read a COCO results file: a json array of {image_id, category_id, bbox, score} (other keys,
+// such as a segmentation, are skipped).
+inline std::vector<Detection> load_detections(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  DETR_CHECK(f.good(), "cannot open results file " << path);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<Detection> dets;
+  dets.reserve(text.size() / 80);
+  internal::DetectionsSax sax(path, dets);
+  nlohmann::json::sax_parse(text, &sax);
   return dets;
 }
 
@@ -302,43 +408,60 @@ class CocoEvaluator {
       return res.recall[((size_t(t) * K + k) * kA + a) * kM + m];
     };
     const double eps = 2.220446049250313e-16;  // np.spacing(1)
-#pragma omp parallel for collapse(2) schedule(dynamic)
-    for (int64_t k = 0; k < K; ++k)
+    // Detections and their order are the same for every area range and maxDets (only the
+    // ignore flags differ), and a stable sort of a subset is the subset of the stable sort:
+    // so each category sorts once and maxDets 1 / 10 filter that order.
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t k = 0; k < K; ++k) {
+      struct Item {
+        double score;
+        int64_t image;  // rank in ascending image id
+        int d;          // rank within its image
+      };
+      std::vector<Item> items;
+      for (int64_t i = 0; i < I; ++i) {
+        const auto& e = evals[size_t(k * kA * I + i)];
+        for (int d = 0; d < int(e.scores.size()); ++d) items.push_back({e.scores[d], i, d});
+      }
+      std::stable_sort(items.begin(), items.end(),
+                       [](const Item& x, const Item& y) { return -x.score < -y.score; });
+      // Positions (in sorted order) of the detections kept under each maxDets.
+      std::array<std::vector<uint32_t>, kM> kept;
+      for (int m = 0; m < kM; ++m)
+        for (size_t j = 0; j < items.size(); ++j)
+          if (items[j].d < kMaxDets[m]) kept[m].push_back(uint32_t(j));
+      const size_t n_all = items.size();
+      std::vector<uint8_t> code(kT * n_all);  // [T, n_all]: 0 ignored, 1 tp, 2 fp
+      std::vector<double> rc, pr;
       for (int a = 0; a < kA; ++a) {
-        struct Item {
-          double score;
-          const internal::CocoImageEval* e;
-          int d;
-        };
-        std::vector<Item> items;
-        std::vector<double> tp(0), fp(0), rc, pr;
-        for (int m = 0; m < kM; ++m) {
-          const int max_det = kMaxDets[m];
-          items.clear();
-          int64_t npig = 0;
-          bool any = false;
-          for (int64_t i = 0; i < I; ++i) {
-            const auto& e = evals[size_t((k * kA + a) * I + i)];
-            if (!e.present) continue;
-            any = true;
-            npig += e.num_gt_not_ignored;
-            int n = std::min<int>(int(e.scores.size()), max_det);
-            for (int d = 0; d < n; ++d) items.push_back({e.scores[d], &e, d});
+        const internal::CocoImageEval* ev = &evals[size_t((k * kA + a) * I)];  // [I]
+        int64_t npig = 0;
+        bool any = false;
+        for (int64_t i = 0; i < I; ++i) {
+          any |= ev[i].present;
+          npig += ev[i].num_gt_not_ignored;
+        }
+        if (!any || npig == 0) continue;
+        for (size_t j = 0; j < n_all; ++j) {
+          const auto& e = ev[items[j].image];
+          const size_t D = e.scores.size();
+          for (int t = 0; t < kT; ++t) {
+            const size_t at = size_t(t) * D + size_t(items[j].d);
+            code[t * n_all + j] = e.ignored[at] ? 0 : (e.matched[at] ? 1 : 2);
           }
-          if (!any || npig == 0) continue;
-          std::stable_sort(items.begin(), items.end(),
-                           [](const Item& x, const Item& y) { return -x.score < -y.score; });
-          const size_t nd = items.size();
+        }
+        for (int m = 0; m < kM; ++m) {
+          const auto& keep = kept[m];
+          const size_t nd = keep.size();
           rc.resize(nd);
           pr.resize(nd);
           for (int t = 0; t < kT; ++t) {
+            const uint8_t* c = &code[t * n_all];
             double tp_sum = 0, fp_sum = 0;
             for (size_t j = 0; j < nd; ++j) {
-              const auto& it = items[j];
-              size_t D = it.e->scores.size();
-              bool ign = it.e->ignored[t * D + it.d];
-              bool mat = it.e->matched[t * D + it.d];
-              if (!ign) (mat ? tp_sum : fp_sum) += 1;
+              const uint8_t v = c[keep[j]];
+              tp_sum += v == 1;
+              fp_sum += v == 2;
               rc[j] = tp_sum / double(npig);
               pr[j] = tp_sum / (fp_sum + tp_sum + eps);
             }
@@ -357,6 +480,7 @@ class CocoEvaluator {
           }
         }
       }
+    }
   }
 
   void summarize(CocoEvalResult& res) const {
