@@ -19,7 +19,6 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -93,11 +92,19 @@ inline const json& json_array(const JsonContext& c, const json& obj, const char*
   return v;
 }
 
+inline std::string read_text_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  DETR_CHECK(f.good(), "cannot open file " << path);
+  std::string text(size_t(f.tellg()), '\0');
+  f.seekg(0);
+  f.read(text.data(), std::streamsize(text.size()));
+  DETR_CHECK(f.good() || text.empty(), "cannot read file " << path);
+  return text;
+}
+
 inline json parse_json_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  DETR_CHECK(f.good(), "cannot open json file " << path);
   // Whole file first: nlohmann parses a string several times faster than an istream.
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string text = read_text_file(path);
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {

@@ -18,7 +18,6 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -60,9 +59,13 @@ inline Image decode_image(const uint8_t* bytes, size_t size, const std::string& 
 }
 
 inline std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   DETR_CHECK(f.good(), "cannot open file " << path);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+  std::vector<uint8_t> bytes(size_t(f.tellg()));
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(bytes.size()));
+  DETR_CHECK(f.good() || bytes.empty(), "cannot read file " << path);
+  return bytes;
 }
 
 inline Image read_image(const std::string& path) {

@@ -166,9 +166,7 @@ class DetectionsSax {
 // Read a COCO results file: a json array of {image_id, category_id, bbox, score} (other keys,
 // such as a segmentation, are skipped).
 inline std::vector<Detection> load_detections(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  DETR_CHECK(f.good(), "cannot open results file " << path);
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string text = internal::read_text_file(path);
   std::vector<Detection> dets;
   dets.reserve(text.size() / 80);
   internal::DetectionsSax sax(path, dets);
