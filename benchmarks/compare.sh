@@ -1,38 +1,83 @@
 #!/usr/bin/env bash
-# compare.sh <case>... : run a C++ benchmark and its Python twin (benchmarks/reference/) on the
-# same inputs, print both absolute times and the ratio. `compare.sh all` runs every case.
-#
-# Adding a case: write a function `case_<name>` below (build its target with `build_target`,
-# run both sides, end with `echo "<name>: speedup vs <peer> = X.XXx"`). Nothing else to edit.
-#
-# Environment: BUILD_DIR (default <repo>/build, configured Release if missing), PYTHON (python3).
+# Side-by-side benchmarks: our C++ kernels against their PyTorch (or OpenBLAS) twins, run back
+# to back on this machine, each at its best (2 threads, warm-up, medians). Each case ends with
+# one line `<case>: <ratio name> = X.XXx`.
+#   benchmarks/compare.sh <case>... | all        (cases: gemm, mha, cocoeval, ...)
+# Adding a case: define a function `case_<name>` below; the dispatcher finds it by name.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
-PYTHON="${PYTHON:-python3}"
-# The peer at its best on this 2-core machine (see DESIGN.md, Performance).
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD_DIR:-$ROOT/build}
+PY=${PYTHON:-/usr/bin/python3}
+export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE
 
-build_target() {
-  [ -f "$BUILD_DIR/CMakeCache.txt" ] || cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD_DIR" -j2 --target "$1" >/dev/null
+build() {
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD" -j2 --target "$@" >/dev/null
 }
 
-# json_field <json-line> <python expression over d>
-json_field() { "$PYTHON" -c "import json,sys; d=json.loads(sys.argv[1]); print($2)" "$1"; }
+need_torch() {
+  "$PY" -c "import torch" 2>/dev/null || {
+    echo "compare.sh: PyTorch is needed for the reference side; install python3-torch (apt) or torch (pip)" >&2
+    exit 1
+  }
+}
 
-# --- cases ------------------------------------------------------------------------------------
+# Median real time (ms) of one Google Benchmark case from its JSON output.
+gbench_ms() {  # file case
+  "$PY" - "$1" "$2" <<'PYEOF'
+import json, sys
+runs = [b for b in json.load(open(sys.argv[1]))["benchmarks"]
+        if b["run_name"].split("/")[0] == sys.argv[2] and b.get("aggregate_name") == "median"]
+print(runs[0]["real_time"])
+PYEOF
+}
+
+case_gemm() {
+  build bench_gemm
+  local out=$(mktemp)
+  "$BUILD/benchmarks/bench_gemm" --benchmark_filter='/1024/1024/1024' --benchmark_repetitions=5 \
+    --benchmark_min_time=0.5 --benchmark_out="$out" --benchmark_out_format=json \
+    --benchmark_report_aggregates_only=true
+  local ours=$(gbench_ms "$out" BM_detr_sgemm) theirs=$(gbench_ms "$out" BM_openblas_sgemm)
+  "$PY" -c "
+o, t = $ours, $theirs
+print(f'gemm 1024^3 on 2 threads: detr {o:.2f} ms ({2*1024**3/o/1e6:.1f} GFLOP/s), openblas {t:.2f} ms ({2*1024**3/t/1e6:.1f} GFLOP/s)')
+print(f'gemm: fraction of openblas = {t/o:.2f}')"
+}
+
+case_mha() {
+  need_torch
+  build bench_mha
+  local out=$(mktemp) ref=$(mktemp)
+  "$BUILD/benchmarks/bench_mha" --benchmark_repetitions=5 --benchmark_min_time=0.5 \
+    --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
+  "$PY" "$ROOT/benchmarks/reference/mha.py" 20 | tee "$ref"
+  "$PY" - "$out" "$ref" <<'PYEOF'
+import json, sys
+ours = {b["run_name"].replace("BM_mha_", ""): b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"]
+        if b.get("aggregate_name") == "median"}
+ref = dict(l.split() for l in open(sys.argv[2]) if not l.startswith("torch"))
+for name, ms in ours.items():
+    t = float(ref[name])
+    print(f"{name:32s} detr {ms:8.2f} ms   pytorch {t:8.2f} ms   speedup {t / ms:5.2f}x")
+print(f"mha: speedup vs pytorch = {float(ref['encoder_forward_backward']) / ours['encoder_forward_backward']:.2f}x")
+PYEOF
+}
 
 # COCO bbox evaluation, 1000 images x 100 detections: detr::CocoEvaluator vs pycocotools.
 case_cocoeval() {
-  build_target cocoeval_bench
+  "$PY" -c "import pycocotools" 2>/dev/null || {
+    echo "compare.sh: pycocotools is needed for the reference side; pip install pycocotools numpy" >&2
+    exit 1
+  }
+  build cocoeval_bench
   local dir; dir="$(mktemp -d)"
   trap 'rm -rf "$dir"' RETURN
   local cpp py cpp1
-  cpp="$("$BUILD_DIR/benchmarks/cocoeval_bench" "$dir" 5)"
-  cpp1="$(OMP_NUM_THREADS=1 "$BUILD_DIR/benchmarks/cocoeval_bench" "$dir" 5)"
-  py="$("$PYTHON" "$ROOT/benchmarks/reference/cocoeval_bench.py" "$dir" 3)"
-  "$PYTHON" - "$cpp" "$cpp1" "$py" <<'PY'
+  cpp="$("$BUILD/benchmarks/cocoeval_bench" "$dir" 5)"
+  cpp1="$(OMP_NUM_THREADS=1 "$BUILD/benchmarks/cocoeval_bench" "$dir" 5)"
+  py="$("$PY" "$ROOT/benchmarks/reference/cocoeval_bench.py" "$dir" 3)"
+  "$PY" - "$cpp" "$cpp1" "$py" <<'PY'
 import json, sys
 cpp, cpp1, py = (json.loads(a) for a in sys.argv[1:4])
 names = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -49,16 +94,13 @@ sys.exit(0 if diff <= 1e-12 else 1)
 PY
 }
 
-# --- dispatcher -------------------------------------------------------------------------------
+# --- dispatcher: every function case_<name> is a case ----------------------------------------
 cases() { declare -F | awk '{print $3}' | sed -n 's/^case_//p'; }
-if [ $# -eq 0 ]; then
-  echo "usage: $0 <case>... | all     cases: $(cases | tr '\n' ' ')" >&2
-  exit 2
-fi
+[ $# -eq 0 ] && set -- all
 [ "$1" = all ] && set -- $(cases)
 for c in "$@"; do
   if ! declare -F "case_$c" >/dev/null; then
-    echo "unknown case '$c'; cases: $(cases | tr '\n' ' ')" >&2
+    echo "usage: $0 <case>... | all     (cases: $(cases | tr '\n' ' '))" >&2
     exit 2
   fi
   "case_$c"

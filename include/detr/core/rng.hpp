@@ -10,6 +10,17 @@
 
 namespace detr {
 
+namespace internal {
+// A stateless 64-bit mix (SplitMix64's finaliser): hash(seed + i) gives independent
+// per-element random bits, generated in any order and in parallel.
+constexpr uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+}  // namespace internal
+
 class Rng {
  public:
   explicit Rng(uint64_t seed = 0) : gen_(seed) {}

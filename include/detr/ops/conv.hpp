@@ -1,0 +1,218 @@
+#pragma once
+// conv2d: torch.nn.functional.conv2d (stride, zero padding, dilation, groups) as im2col + GEMM,
+// with its backward (col2im for the input, GEMMs for the weight, a sum for the bias).
+//
+// Layout: each image's columns are [Cin * KH * KW, OH * OW] (row r = (c * KH + kh) * KW + kw),
+// so group g's weight block [Cout/G, Cin/G * KH * KW] multiplies a contiguous block of rows.
+// Threads: with several images, one image per thread (its own column buffer, single-threaded
+// GEMM); with one image, im2col runs over channels in parallel and Eigen threads the GEMM.
+// 1x1 stride-1 unpadded convolutions read the image itself as the column matrix.
+// Every sum has a fixed order (the weight gradient accumulates images in order), so results do
+// not depend on the thread count.
+#include <omp.h>
+
+#include <algorithm>
+
+#include "detr/autograd/var.hpp"
+#include "detr/ops/linalg.hpp"
+#include "detr/ops/window.hpp"
+
+namespace detr {
+
+namespace internal {
+
+struct ConvGeometry {
+  int64_t C, H, W;     // input channels and size (per image, all groups)
+  int64_t KH, KW;      // kernel
+  int64_t sh, sw, ph, pw, dh, dw;
+  int64_t OH, OW;      // output size
+  int64_t rows() const { return C * KH * KW; }
+  int64_t cols() const { return OH * OW; }
+  bool pointwise() const { return KH == 1 && KW == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+};
+
+// The outputs o in [lo, hi) whose input o * stride + off lies in [0, n).
+struct ValidRange {
+  int64_t lo, hi;
+};
+inline ValidRange valid_range(int64_t off, int64_t stride, int64_t n, int64_t out) {
+  int64_t lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  int64_t hi = n - off <= 0 ? 0 : std::min(out, (n - 1 - off) / stride + 1);
+  lo = std::min(lo, out);
+  return {lo, std::max(lo, hi)};
+}
+
+// col [C*KH*KW, OH*OW] from one image x [C, H, W]; padding reads as 0.
+template <class T>
+void im2col(const T* x, const ConvGeometry& g, T* col, bool parallel) {
+  const int64_t P = g.cols(), rows = g.rows();
+#pragma omp parallel for if (parallel && rows * P > (1 << 15)) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t c = r / (g.KH * g.KW), kh = (r / g.KW) % g.KH, kw = r % g.KW;
+    const int64_t offh = kh * g.dh - g.ph, offw = kw * g.dw - g.pw;
+    const ValidRange vh = valid_range(offh, g.sh, g.H, g.OH), vw = valid_range(offw, g.sw, g.W, g.OW);
+    T* dst = col + r * P;
+    std::fill(dst, dst + vh.lo * g.OW, T(0));
+    for (int64_t oh = vh.lo; oh < vh.hi; ++oh) {
+      const T* src = x + (c * g.H + oh * g.sh + offh) * g.W + offw;
+      T* d = dst + oh * g.OW;
+      std::fill(d, d + vw.lo, T(0));
+      if (g.sw == 1) std::copy(src + vw.lo, src + vw.hi, d + vw.lo);
+      else
+        for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow * g.sw];
+      std::fill(d + vw.hi, d + g.OW, T(0));
+    }
+    std::fill(dst + vh.hi * g.OW, dst + P, T(0));
+  }
+}
+
+// dx [C, H, W] += the columns' contributions (the adjoint of im2col). Channels are independent,
+// and within one the rows are added in a fixed order.
+template <class T>
+void col2im(const T* col, const ConvGeometry& g, T* dx, bool parallel) {
+  const int64_t P = g.cols(), K2 = g.KH * g.KW;
+#pragma omp parallel for if (parallel && g.rows() * P > (1 << 15)) schedule(static)
+  for (int64_t c = 0; c < g.C; ++c) {
+    for (int64_t k = 0; k < K2; ++k) {
+      const int64_t kh = k / g.KW, kw = k % g.KW;
+      const int64_t offh = kh * g.dh - g.ph, offw = kw * g.dw - g.pw;
+      const ValidRange vh = valid_range(offh, g.sh, g.H, g.OH), vw = valid_range(offw, g.sw, g.W, g.OW);
+      const T* src = col + (c * K2 + k) * P;
+      for (int64_t oh = vh.lo; oh < vh.hi; ++oh) {
+        T* d = dx + (c * g.H + oh * g.sh + offh) * g.W + offw;
+        const T* s = src + oh * g.OW;
+        if (g.sw == 1)
+          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] += s[ow];
+        else
+          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow * g.sw] += s[ow];
+      }
+    }
+  }
+}
+
+// Runs f(b, buffer, inner_parallel) for every image b: one image per thread when `outer`, each
+// thread with its own uninitialised scratch buffer of `scratch` elements; otherwise in order,
+// letting f parallelise inside.
+template <class T, class F>
+void for_each_image(int64_t B, bool outer, int64_t scratch, F f) {
+  if (outer) {
+#pragma omp parallel
+    {
+      auto buf = Tensor<T>::empty(Shape{scratch});
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < B; ++b) f(b, buf.data(), false);
+    }
+  } else {
+    auto buf = Tensor<T>::empty(Shape{scratch});
+    for (int64_t b = 0; b < B; ++b) f(b, buf.data(), true);
+  }
+}
+
+}  // namespace internal
+
+/// 2-d convolution (cross-correlation), torch.nn.functional.conv2d.
+/// x [B, Cin, H, W], weight [Cout, Cin / groups, KH, KW], bias [Cout] or undefined
+/// -> [B, Cout, OH, OW] with OH = (H + 2 pad - dilation (KH - 1) - 1) / stride + 1.
+template <class T>
+Var<T> conv2d(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>(),
+              Size2 stride = 1, Size2 padding = 0, Size2 dilation = 1, int64_t groups = 1) {
+  DETR_CHECK(x.rank() == 4, "conv2d: input must be [B, Cin, H, W], got " << x.shape());
+  DETR_CHECK(weight.rank() == 4,
+             "conv2d: weight must be [Cout, Cin / groups, KH, KW], got " << weight.shape());
+  DETR_CHECK(groups >= 1, "conv2d: groups must be positive, got " << groups);
+  internal::check_window("conv2d", Size2(weight.dim(2), weight.dim(3)), stride, padding, dilation);
+  const int64_t B = x.dim(0), Cin = x.dim(1), H = x.dim(2), W = x.dim(3);
+  const int64_t Cout = weight.dim(0), CinG = weight.dim(1), KH = weight.dim(2), KW = weight.dim(3);
+  DETR_CHECK(Cout % groups == 0, "conv2d: weight " << weight.shape() << " has " << Cout
+                                                   << " output channels, not divisible by groups="
+                                                   << groups);
+  DETR_CHECK(CinG * groups == Cin, "conv2d: input " << x.shape() << " has " << Cin
+                                                    << " channels but weight " << weight.shape()
+                                                    << " with groups=" << groups << " expects "
+                                                    << CinG * groups);
+  if (bias.defined())
+    DETR_CHECK(bias.rank() == 1 && bias.dim(0) == Cout,
+               "conv2d: bias " << bias.shape() << " vs weight " << weight.shape() << " (expected ["
+                               << Cout << "])");
+  const int64_t OH = internal::window_out_size(H, KH, stride.h, padding.h, dilation.h);
+  const int64_t OW = internal::window_out_size(W, KW, stride.w, padding.w, dilation.w);
+  DETR_CHECK(OH > 0 && OW > 0, "conv2d: input " << x.shape() << " padded by " << padding
+                                                << " is smaller than the kernel " << weight.shape()
+                                                << " dilated by " << dilation);
+  const internal::ConvGeometry geo{Cin, H, W, KH, KW, stride.h, stride.w, padding.h, padding.w,
+                                   dilation.h, dilation.w, OH, OW};
+  const int64_t P = geo.cols(), CoutG = Cout / groups, Kg = CinG * KH * KW;
+  const bool pointwise = geo.pointwise();
+  const int64_t scratch = pointwise ? 0 : geo.rows() * P;
+  // One image per thread pays off once there are several images with real work each.
+  const bool outer = B > 1 && omp_get_max_threads() > 1 && Cout * P * Kg * groups > (1 << 14);
+
+  const Tensor<T> xv = x.value(), wv = weight.value();
+  auto out = Tensor<T>::empty(Shape{B, Cout, OH, OW});
+  const T* pb = bias.defined() ? bias.value().data() : nullptr;
+  internal::for_each_image<T>(B, outer, scratch, [&](int64_t b, T* buf, bool par) {
+    const T* xb = xv.data() + b * Cin * H * W;
+    T* ob = out.data() + b * Cout * P;
+    const T* col = xb;
+    if (!pointwise) {
+      internal::im2col(xb, geo, buf, par);
+      col = buf;
+    }
+    if (pb)
+      for (int64_t c = 0; c < Cout; ++c) std::fill(ob + c * P, ob + (c + 1) * P, pb[c]);
+    for (int64_t g = 0; g < groups; ++g)
+      internal::gemm(false, false, CoutG, P, Kg, wv.data() + g * CoutG * Kg, col + g * Kg * P,
+                     ob + g * CoutG * P, pb ? T(1) : T(0));
+  });
+
+  std::vector<Var<T>> inputs{x, weight};
+  if (bias.defined()) inputs.push_back(bias);
+  return record("conv2d", out, std::move(inputs),
+                [xv, wv, geo, groups, outer, scratch, pointwise, B, Cout, CoutG, Kg, P](
+                    const Tensor<T>& g, auto& in) {
+    const int64_t Cin = geo.C, HW = geo.H * geo.W;
+    if (in.wants(0)) {  // dcol = W_g^T g_g, then scattered back (col2im)
+      auto gx = pointwise ? Tensor<T>::empty(xv.shape()) : Tensor<T>::zeros(xv.shape());
+      internal::for_each_image<T>(B, outer, scratch, [&](int64_t b, T* buf, bool par) {
+        T* dst = pointwise ? gx.data() + b * Cin * HW : buf;
+        for (int64_t k = 0; k < groups; ++k)
+          internal::gemm(true, false, Kg, P, CoutG, wv.data() + k * CoutG * Kg,
+                         g.data() + (b * Cout + k * CoutG) * P, dst + k * Kg * P);
+        if (!pointwise) internal::col2im(buf, geo, gx.data() + b * Cin * HW, par);
+      });
+      in.add(0, std::move(gx));
+    }
+    if (in.wants(1)) {  // dW_g = sum_b g_bg col_bg^T, images in order
+      auto gw = Tensor<T>::zeros(wv.shape());
+      internal::for_each_image<T>(B, false, scratch, [&](int64_t b, T* buf, bool par) {
+        const T* col = xv.data() + b * Cin * HW;
+        if (!pointwise) {
+          internal::im2col(col, geo, buf, par);
+          col = buf;
+        }
+        for (int64_t k = 0; k < groups; ++k)
+          internal::gemm(false, true, CoutG, Kg, P, g.data() + (b * Cout + k * CoutG) * P,
+                         col + k * Kg * P, gw.data() + k * CoutG * Kg, T(1));
+      });
+      in.add(1, std::move(gw));
+    }
+    if (in.wants(2)) {
+      auto gb = Tensor<T>::empty(Shape{Cout});
+#pragma omp parallel for if (B * Cout * P > (1 << 16)) schedule(static)
+      for (int64_t c = 0; c < Cout; ++c) {
+        T acc = 0;
+        for (int64_t b = 0; b < B; ++b) {
+          const T* gp = g.data() + (b * Cout + c) * P;
+          T s = 0;
+#pragma omp simd reduction(+ : s)
+          for (int64_t p = 0; p < P; ++p) s += gp[p];
+          acc += s;
+        }
+        gb.data()[c] = acc;
+      }
+      in.add(2, std::move(gb));
+    }
+  });
+}
+
+}  // namespace detr

@@ -1,0 +1,80 @@
+#pragma once
+// layer_norm over the last dimension with an affine weight and bias (torch.nn.LayerNorm), fused:
+// one pass for the statistics and output, one for all three gradients.
+#include <cmath>
+#include <omp.h>
+
+#include "detr/autograd/var.hpp"
+
+namespace detr {
+
+// x [..., D], weight [D], bias [D] -> [..., D]
+template <class T>
+Var<T> layer_norm(const Var<T>& x, const Var<T>& weight, const Var<T>& bias, double eps = 1e-5) {
+  const int64_t D = x.rank() ? x.dim(-1) : 0;
+  DETR_CHECK(x.rank() >= 1 && weight.shape() == Shape{D} && bias.shape() == Shape{D},
+             "layer_norm: input " << x.shape() << " needs weight and bias [" << D << "], got "
+                                  << weight.shape() << " and " << bias.shape());
+  const int64_t R = D ? x.numel() / D : 0;
+  const Tensor<T> xv = x.value(), wv = weight.value(), bv = bias.value();
+  auto y = Tensor<T>::empty(xv.shape());
+  auto mean = Tensor<T>::empty({R}), rstd = Tensor<T>::empty({R});
+#pragma omp parallel for if (xv.numel() > (1 << 15))
+  for (int64_t r = 0; r < R; ++r) {
+    const T* xr = xv.data() + r * D;
+    T* yr = y.data() + r * D;
+    T m = 0;
+    for (int64_t j = 0; j < D; ++j) m += xr[j];
+    m /= T(D);
+    T var = 0;
+    for (int64_t j = 0; j < D; ++j) var += (xr[j] - m) * (xr[j] - m);
+    T rs = T(1) / std::sqrt(var / T(D) + T(eps));
+    mean.data()[r] = m;
+    rstd.data()[r] = rs;
+    for (int64_t j = 0; j < D; ++j) yr[j] = (xr[j] - m) * rs * wv.data()[j] + bv.data()[j];
+  }
+  return record("layer_norm", y, {x, weight, bias},
+                [xv, wv, mean, rstd, R, D](const Tensor<T>& g, auto& in) {
+    Tensor<T> dx;
+    if (in.wants(0)) dx = Tensor<T>::empty(xv.shape());
+    // dweight / dbias: per-thread partial sums, added in thread order (deterministic).
+    const int nt = xv.numel() > (1 << 15) ? omp_get_max_threads() : 1;
+    auto partial = Tensor<T>::zeros({nt, 2, D});
+#pragma omp parallel num_threads(nt)
+    {
+      T* dw = partial.data() + omp_get_thread_num() * 2 * D;
+      T* db = dw + D;
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < R; ++r) {
+        const T *xr = xv.data() + r * D, *gr = g.data() + r * D;
+        const T m = mean.data()[r], rs = rstd.data()[r];
+        T sum_dxh = 0, sum_dxh_xh = 0;
+        for (int64_t j = 0; j < D; ++j) {
+          T xh = (xr[j] - m) * rs, dxh = gr[j] * wv.data()[j];
+          dw[j] += gr[j] * xh;
+          db[j] += gr[j];
+          sum_dxh += dxh;
+          sum_dxh_xh += dxh * xh;
+        }
+        if (dx.defined()) {
+          T* dr = dx.data() + r * D;
+          const T a = sum_dxh / T(D), b = sum_dxh_xh / T(D);
+          for (int64_t j = 0; j < D; ++j) {
+            T xh = (xr[j] - m) * rs;
+            dr[j] = rs * (gr[j] * wv.data()[j] - a - xh * b);
+          }
+        }
+      }
+    }
+    auto dw = Tensor<T>::zeros({D}), db = Tensor<T>::zeros({D});
+    for (int t = 0; t < nt; ++t) {
+      dw.arr() += partial[t][0].arr();
+      db.arr() += partial[t][1].arr();
+    }
+    if (dx.defined()) in.add(0, std::move(dx));
+    in.add(1, std::move(dw));
+    in.add(2, std::move(db));
+  });
+}
+
+}  // namespace detr

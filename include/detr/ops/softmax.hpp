@@ -1,0 +1,86 @@
+#pragma once
+// softmax and log_softmax over the last dimension, one fused pass per row each way.
+#include <cmath>
+#include <limits>
+
+#include "detr/autograd/var.hpp"
+
+namespace detr {
+
+namespace internal {
+// In-place softmax of one row (max-subtracted). A row of all -inf becomes all zeros rather
+// than NaN: a fully masked attention row contributes nothing.
+template <class T>
+inline void softmax_row(T* row, int64_t n) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  constexpr T ninf = -std::numeric_limits<T>::infinity();
+  Eigen::Map<Arr> r(row, n);
+  const T m = n ? r.maxCoeff() : ninf;
+  if (m == ninf) {
+    r.setZero();
+    return;
+  }
+  // Eigen's vectorised exp; masked (-inf) entries are set to exactly 0.
+  r = (r == ninf).select(T(0), (r - m).exp());
+  r *= T(1) / r.sum();
+}
+
+// dx = y * (g - sum(g * y)) for one row.
+template <class T>
+inline void softmax_row_backward(const T* y, const T* g, T* dx, int64_t n) {
+  T dot = 0;
+  for (int64_t j = 0; j < n; ++j) dot += g[j] * y[j];
+  for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - dot);
+}
+}  // namespace internal
+
+// x [..., N] -> softmax over N
+template <class T>
+Var<T> softmax(const Var<T>& x) {
+  DETR_CHECK(x.rank() >= 1, "softmax: needs rank >= 1, got " << x.shape());
+  auto y = x.value().clone();
+  const int64_t n = x.dim(-1), rows = n ? y.numel() / n : 0;
+  T* py = y.data();
+#pragma omp parallel for if (y.numel() > (1 << 15))
+  for (int64_t r = 0; r < rows; ++r) internal::softmax_row(py + r * n, n);
+  return record("softmax", y, {x}, [y, n, rows](const Tensor<T>& g, auto& in) {
+    auto dx = Tensor<T>::empty(g.shape());
+#pragma omp parallel for if (g.numel() > (1 << 15))
+    for (int64_t r = 0; r < rows; ++r)
+      internal::softmax_row_backward(y.data() + r * n, g.data() + r * n, dx.data() + r * n, n);
+    in.add(0, std::move(dx));
+  });
+}
+
+// x [..., N] -> log_softmax over N (x - logsumexp(x))
+template <class T>
+Var<T> log_softmax(const Var<T>& x) {
+  DETR_CHECK(x.rank() >= 1, "log_softmax: needs rank >= 1, got " << x.shape());
+  auto y = x.value().clone();
+  const int64_t n = x.dim(-1), rows = n ? y.numel() / n : 0;
+  T* py = y.data();
+#pragma omp parallel for if (y.numel() > (1 << 15))
+  for (int64_t r = 0; r < rows; ++r) {
+    T* row = py + r * n;
+    T m = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < n; ++j) m = std::max(m, row[j]);
+    T s = 0;
+    for (int64_t j = 0; j < n; ++j) s += std::exp(row[j] - m);
+    T lse = m + std::log(s);
+    for (int64_t j = 0; j < n; ++j) row[j] -= lse;
+  }
+  return record("log_softmax", y, {x}, [y, n, rows](const Tensor<T>& g, auto& in) {
+    auto dx = Tensor<T>::empty(g.shape());
+#pragma omp parallel for if (g.numel() > (1 << 15))
+    for (int64_t r = 0; r < rows; ++r) {
+      const T *yr = y.data() + r * n, *gr = g.data() + r * n;
+      T* dr = dx.data() + r * n;
+      T s = 0;
+      for (int64_t j = 0; j < n; ++j) s += gr[j];
+      for (int64_t j = 0; j < n; ++j) dr[j] = gr[j] - std::exp(yr[j]) * s;
+    }
+    in.add(0, std::move(dx));
+  });
+}
+
+}  // namespace detr

@@ -1,0 +1,39 @@
+#pragma once
+// Sliding-window geometry shared by conv2d and max_pool2d: a (height, width) pair that an int
+// converts to (as torch accepts `stride=2` or `stride=(2, 1)`), and torch's output-size rule.
+#include <cstdint>
+#include <ostream>
+
+#include "detr/core/error.hpp"
+
+namespace detr {
+
+// A per-axis size: `Size2(3)` is (3, 3), `Size2(3, 1)` is (3, 1).
+struct Size2 {
+  int64_t h = 0, w = 0;
+  constexpr Size2(int64_t v) : h(v), w(v) {}  // NOLINT: implicit, like torch's int-or-tuple
+  constexpr Size2(int64_t h_, int64_t w_) : h(h_), w(w_) {}
+  friend std::ostream& operator<<(std::ostream& os, const Size2& s) {
+    return os << '(' << s.h << ", " << s.w << ')';
+  }
+};
+
+namespace internal {
+
+// floor((in + 2 pad - dilation (k - 1) - 1) / stride) + 1 (torch, ceil_mode=False); -1 when the
+// dilated window does not fit in the padded input.
+inline int64_t window_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dilation) {
+  int64_t span = in + 2 * pad - dilation * (k - 1) - 1;
+  return span < 0 ? -1 : span / stride + 1;
+}
+
+// Rejects non-positive kernels / strides / dilations and negative padding, naming the op.
+inline void check_window(const char* op, Size2 kernel, Size2 stride, Size2 padding, Size2 dilation) {
+  DETR_CHECK(kernel.h > 0 && kernel.w > 0, op << ": kernel size must be positive, got " << kernel);
+  DETR_CHECK(stride.h > 0 && stride.w > 0, op << ": stride must be positive, got " << stride);
+  DETR_CHECK(dilation.h > 0 && dilation.w > 0, op << ": dilation must be positive, got " << dilation);
+  DETR_CHECK(padding.h >= 0 && padding.w >= 0, op << ": padding must be non-negative, got " << padding);
+}
+
+}  // namespace internal
+}  // namespace detr
