@@ -57,6 +57,10 @@ TEST_CASE("undecodable, empty and missing files give errors naming the file", "[
   test::write_text(dir / "empty.jpg", "");
   REQUIRE_THROWS_WITH(read_image(dir / "empty.jpg"), Catch::Contains("empty.jpg"));
   REQUIRE_THROWS_WITH(read_image(dir / "missing.png"), Catch::Contains("missing.png"));
+  REQUIRE_THROWS_WITH(write_png(dir / "no/such/dir/out.png", Image::filled(2, 2)),
+                      Catch::Contains("out.png"));
+  Image bad{Tensor<uint8_t>::zeros({4, 4, 4})};
+  REQUIRE_THROWS_WITH(encode_png(bad), Catch::Contains("[4, 4, 4]"));
 }
 
 TEST_CASE("resize keeps flat colours, averages when shrinking, hflip and crop", "[image]") {
