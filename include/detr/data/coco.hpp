@@ -108,7 +108,7 @@ inline json parse_json_file(const std::string& path) {
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {
-    DETR_FAIL("malformed json in " << path << ": " << e.what());
+    throw Error(__FILE__, __LINE__, "malformed json in " + path + ": " + e.what());
   }
 }
 }  // namespace internal
