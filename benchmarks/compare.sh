@@ -2,7 +2,8 @@
 # Side-by-side benchmarks: our C++ kernels against their PyTorch (or OpenBLAS) twins, run back
 # to back on this machine, each at its best (2 threads, warm-up, medians). Each case ends with
 # one line `<case>: <ratio name> = X.XXx`.
-#   benchmarks/compare.sh mha | gemm | all
+#   benchmarks/compare.sh <case>... | all        (cases: gemm, mha, cocoeval, ...)
+# Adding a case: define a function `case_<name>` below; the dispatcher finds it by name.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build}
@@ -63,10 +64,44 @@ print(f"mha: speedup vs pytorch = {float(ref['encoder_forward_backward']) / ours
 PYEOF
 }
 
-what=${1:-all}
-case "$what" in
-  gemm) case_gemm ;;
-  mha) case_mha ;;
-  all) case_gemm; case_mha ;;
-  *) echo "usage: $0 gemm|mha|all" >&2; exit 2 ;;
-esac
+# COCO bbox evaluation, 1000 images x 100 detections: detr::CocoEvaluator vs pycocotools.
+case_cocoeval() {
+  "$PY" -c "import pycocotools" 2>/dev/null || {
+    echo "compare.sh: pycocotools is needed for the reference side; pip install pycocotools numpy" >&2
+    exit 1
+  }
+  build cocoeval_bench
+  local dir; dir="$(mktemp -d)"
+  trap 'rm -rf "$dir"' RETURN
+  local cpp py cpp1
+  cpp="$("$BUILD/benchmarks/cocoeval_bench" "$dir" 5)"
+  cpp1="$(OMP_NUM_THREADS=1 "$BUILD/benchmarks/cocoeval_bench" "$dir" 5)"
+  py="$("$PY" "$ROOT/benchmarks/reference/cocoeval_bench.py" "$dir" 3)"
+  "$PY" - "$cpp" "$cpp1" "$py" <<'PY'
+import json, sys
+cpp, cpp1, py = (json.loads(a) for a in sys.argv[1:4])
+names = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+print(f"{'stat':<6} {'C++':>20} {'pycocotools':>20}")
+for n, a, b in zip(names, cpp["stats"], py["stats"]):
+    print(f"{n:<6} {a:20.15f} {b:20.15f}")
+diff = max(abs(a - b) for a, b in zip(cpp["stats"], py["stats"]))
+print(f"max |C++ - pycocotools| over the 12 numbers = {diff:.3g}" + ("  (identical)" if diff <= 1e-12 else "  MISMATCH"))
+print(f"C++ (2 threads)  median {cpp['median_s']*1e3:9.1f} ms   runs {[round(r*1e3,1) for r in cpp['runs']]}")
+print(f"C++ (1 thread)   median {cpp1['median_s']*1e3:9.1f} ms   ({py['median_s']/cpp1['median_s']:.2f}x vs pycocotools)")
+print(f"pycocotools      median {py['median_s']*1e3:9.1f} ms   runs {[round(r*1e3,1) for r in py['runs']]}")
+print(f"cocoeval: speedup vs pycocotools = {py['median_s']/cpp['median_s']:.2f}x")
+sys.exit(0 if diff <= 1e-12 else 1)
+PY
+}
+
+# --- dispatcher: every function case_<name> is a case ----------------------------------------
+cases() { declare -F | awk '{print $3}' | sed -n 's/^case_//p'; }
+[ $# -eq 0 ] && set -- all
+[ "$1" = all ] && set -- $(cases)
+for c in "$@"; do
+  if ! declare -F "case_$c" >/dev/null; then
+    echo "usage: $0 <case>... | all     (cases: $(cases | tr '\n' ' '))" >&2
+    exit 2
+  fi
+  "case_$c"
+done
