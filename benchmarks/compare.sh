@@ -83,6 +83,30 @@ print(f"msda: speedup vs pytorch = {float(ref['encoder_forward_backward']) / our
 PYEOF
 }
 
+# Matching: linear_sum_assignment vs scipy, and the whole matcher vs DETR's torch + scipy code.
+case_matcher() {
+  need_torch
+  build bench_matcher
+  local out=$(mktemp) ref=$(mktemp)
+  "$BUILD/benchmarks/bench_matcher" --benchmark_repetitions=5 --benchmark_min_time=0.2 \
+    --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
+  "$PY" "$ROOT/benchmarks/reference/matcher.py" 50 | tee "$ref"
+  "$PY" - "$out" "$ref" <<'PYEOF'
+import json, math, sys
+ours = {b["run_name"].replace("BM_", "").replace("/real_time", ""): b["real_time"]
+        for b in json.load(open(sys.argv[1]))["benchmarks"] if b.get("aggregate_name") == "median"}
+ref = dict(l.split() for l in open(sys.argv[2]))
+ratios = []
+for name, us in ours.items():
+    t = float(ref[name])
+    print(f"{name:16s} detr {us:10.1f} us   reference {t:10.1f} us   speedup {t / us:6.2f}x")
+    if name.startswith("lsa"):
+        ratios.append(t / us)
+print(f"matcher: speedup vs scipy = {math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}x")
+print(f"matcher: speedup vs pytorch+scipy = {float(ref['matcher']) / ours['matcher']:.2f}x")
+PYEOF
+}
+
 # COCO bbox evaluation, 1000 images x 100 detections: detr::CocoEvaluator vs pycocotools.
 case_cocoeval() {
   "$PY" -c "import pycocotools" 2>/dev/null || {

@@ -56,12 +56,11 @@ Var<T> sigmoid_focal_loss(const Var<T>& logits, const Tensor<T>& targets, double
   const int64_t n = x.numel();
   auto out = Tensor<T>::empty(x.shape());
   const T a = T(alpha), gm = T(gamma);
-  auto terms = [a, gm, alpha](T xi, T t, T& alpha_t, T& p, T& one_minus_pt, T& bce) {
+  auto terms = [a, alpha](T xi, T t, T& alpha_t, T& p, T& one_minus_pt, T& bce) {
     p = T(1) / (T(1) + std::exp(-xi));
     bce = std::max(xi, T(0)) - xi * t + std::log1p(std::exp(-std::abs(xi)));  // stable BCE with logits
     one_minus_pt = T(1) - (p * t + (T(1) - p) * (T(1) - t));
     alpha_t = alpha >= 0 ? a * t + (T(1) - a) * (T(1) - t) : T(1);
-    (void)gm;
   };
   for (int64_t i = 0; i < n; ++i) {
     T at, p, q, bce;
