@@ -44,13 +44,14 @@ Tensor<T> sum_tensor(const Tensor<T>& x, const std::vector<bool>& mask, const Sh
   return out;
 }
 
-// g (one value per kept position) copied over the reduced dims of `in_shape`, times `scale`.
+// g (one value per kept position) divided by `count` and copied over the reduced dims of
+// `in_shape`.
 template <class T>
-Tensor<T> broadcast_back(const Tensor<T>& g, const std::vector<bool>& mask, const Shape& in_shape, T scale) {
+Tensor<T> broadcast_back(const Tensor<T>& g, const std::vector<bool>& mask, const Shape& in_shape, T count) {
   Tensor<T> src = g;
-  if (scale != T(1)) {
+  if (count != T(1)) {
     src = Tensor<T>::empty(g.shape());
-    src.arr() = g.arr() * scale;
+    src.arr() = g.arr() / count;
   }
   std::vector<int64_t> stride(size_t(in_shape.rank()), 0);
   int64_t acc = 1;
@@ -68,12 +69,12 @@ Var<T> reduce_sum(const char* op, const Var<T>& x, std::vector<bool> mask, bool 
   int64_t count = 1;
   for (int d = 0; d < in_shape.rank(); ++d)
     if (mask[d]) count *= in_shape[d];
-  // torch gives nan for the mean of no elements (0 / 0).
-  const T scale = mean ? (count ? T(1) / T(count) : T(NAN)) : T(1);
+  // Divided, not multiplied by 1 / count, as torch does (so the mean of no elements is 0 / 0 = nan).
+  const T divisor = mean ? T(count) : T(1);
   auto out = sum_tensor(x.value(), mask, reduced_shape(in_shape, mask, keepdim));
-  if (mean) out.arr() *= scale;
-  return record(op, out, {x}, [mask = std::move(mask), in_shape, scale](const Tensor<T>& g, auto& in) {
-    in.add(0, broadcast_back(g, mask, in_shape, scale));
+  if (mean) out.arr() /= divisor;
+  return record(op, out, {x}, [mask = std::move(mask), in_shape, divisor](const Tensor<T>& g, auto& in) {
+    in.add(0, broadcast_back(g, mask, in_shape, divisor));
   });
 }
 

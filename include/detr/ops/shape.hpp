@@ -123,11 +123,12 @@ Var<T> concat(const std::vector<Var<T>>& xs, int dim) {
   }
   auto out = Tensor<T>::empty(os);
   const auto ost = internal::strides_of(os);
-  std::vector<int64_t> begins;
+  std::vector<int64_t> begins, lens;  // per input: first index along dim, elements per outer row
   std::vector<const T*> src;
   int64_t at = 0;
   for (const auto& x : xs) {
     begins.push_back(at);
+    lens.push_back(x.shape()[d] * ost[d]);
     src.push_back(x.value().data());
     at += x.shape()[d];
   }
@@ -136,10 +137,8 @@ Var<T> concat(const std::vector<Var<T>>& xs, int dim) {
   T* po = out.data();
 #pragma omp parallel for schedule(static) if (out.numel() > internal::kParallelWork && outer > 1)
   for (int64_t o = 0; o < outer; ++o)
-    for (size_t j = 0; j < xs.size(); ++j) {
-      const int64_t len = xs[j].shape()[d] * ost[d];
-      std::memcpy(po + o * row + begins[j] * ost[d], src[j] + o * len, sizeof(T) * size_t(len));
-    }
+    for (size_t j = 0; j < src.size(); ++j)
+      std::memcpy(po + o * row + begins[j] * ost[d], src[j] + o * lens[j], sizeof(T) * size_t(lens[j]));
   std::vector<Shape> shapes;
   for (const auto& x : xs) shapes.push_back(x.shape());
   return record("concat", out, xs, [shapes, begins, ost, d](const Tensor<T>& g, auto& in) {
@@ -185,7 +184,8 @@ Var<T> concat(std::initializer_list<Var<T>> xs, int dim) {
   return concat(std::vector<Var<T>>(xs), dim);
 }
 
-// Consecutive pieces of the given sizes along `dim` (torch.split with a list of sizes).
+// Consecutive pieces of the given sizes along `dim` (torch.split with a list of sizes). Each piece
+// is a slice, so each piece that receives a gradient adds one x-sized tensor in backward.
 template <class T>
 std::vector<Var<T>> split(const Var<T>& x, const std::vector<int64_t>& sizes, int dim) {
   const int d = internal::shape_dim("split", dim, x.shape());
