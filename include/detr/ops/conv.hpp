@@ -11,7 +11,8 @@
 // GEMM); with one image, im2col runs over rows in parallel and Eigen threads the GEMM.
 // 1x1 stride-1 unpadded convolutions read the image itself as the column matrix.
 // Every sum has a fixed order (the weight gradient accumulates images and bands in order), so
-// results do not depend on the thread count.
+// runs repeat bit for bit at a given thread count; across thread counts the last bits may move,
+// since Eigen picks its GEMM blocking by thread count.
 #include <omp.h>
 
 #include <algorithm>
