@@ -54,7 +54,7 @@ case_mha() {
   "$PY" "$ROOT/benchmarks/reference/mha.py" 20 | tee "$ref"
   "$PY" - "$out" "$ref" <<'PYEOF'
 import json, sys
-ours = {b["run_name"].replace("BM_mha_", ""): b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"]
+ours = {b["run_name"].split("/")[0].replace("BM_mha_", ""): b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"]
         if b.get("aggregate_name") == "median"}
 ref = dict(l.split() for l in open(sys.argv[2]) if not l.startswith("torch"))
 for name, ms in ours.items():
@@ -73,7 +73,7 @@ case_msda() {
   "$PY" "$ROOT/benchmarks/reference/msda.py" 5 | tee "$ref"
   "$PY" - "$out" "$ref" <<'PYEOF'
 import json, sys
-ours = {b["run_name"].replace("BM_msda_", ""): b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"]
+ours = {b["run_name"].split("/")[0].replace("BM_msda_", ""): b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"]
         if b.get("aggregate_name") == "median"}
 ref = dict(l.split() for l in open(sys.argv[2]) if not l.startswith("torch"))
 for name, ms in ours.items():

@@ -218,18 +218,29 @@ Tensor<To, cuda> cast(const Tensor<From, cuda>& x) {
 }
 
 // value [B, S, H, D], spatial_shapes [L, 2] and level_start_index [L] (host),
-// sampling_locations [B, Q, H, L, P, 2], attention_weights [B, Q, H, L, P] -> [B, Q, H * D]
+// sampling_locations [B, Q, H, L, P, 2], attention_weights [B, Q, H, L, P] -> out [B, Q, H * D]
+// (preallocated, so that repeated calls allocate nothing).
+template <class V>
+void ms_deform_attn_forward(const Tensor<V, cuda>& value, const Tensor<int64_t>& spatial_shapes,
+                            const Tensor<int64_t>& level_start_index, const Tensor<V, cuda>& sampling_locations,
+                            const Tensor<V, cuda>& attention_weights, Tensor<V, cuda>& out) {
+  const auto n = msda::check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  DETR_CHECK(out.shape() == Shape({n.B, n.Q, n.H * n.D}),
+             "ms_deform_attn_forward: out must be " << Shape({n.B, n.Q, n.H * n.D}) << ", got " << out.shape());
+  if (out.numel() == 0) return;
+  msda::forward_kernel<V><<<msda::blocks_for(n.B * n.Q * n.H * 32), msda::kThreads>>>(
+      n, msda::levels_of(spatial_shapes, level_start_index), value.data(), sampling_locations.data(),
+      attention_weights.data(), out.data());
+  msda::sync_and_check();
+}
+
 template <class V>
 Tensor<V, cuda> ms_deform_attn_forward(const Tensor<V, cuda>& value, const Tensor<int64_t>& spatial_shapes,
                                        const Tensor<int64_t>& level_start_index, const Tensor<V, cuda>& sampling_locations,
                                        const Tensor<V, cuda>& attention_weights) {
   const auto n = msda::check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   auto out = Tensor<V, cuda>::empty({n.B, n.Q, n.H * n.D});
-  if (out.numel() == 0) return out;
-  msda::forward_kernel<V><<<msda::blocks_for(n.B * n.Q * n.H * 32), msda::kThreads>>>(
-      n, msda::levels_of(spatial_shapes, level_start_index), value.data(), sampling_locations.data(),
-      attention_weights.data(), out.data());
-  msda::sync_and_check();
+  ms_deform_attn_forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, out);
   return out;
 }
 
@@ -238,26 +249,46 @@ struct MSDAGrads {
   Tensor<V, cuda> value, sampling_locations, attention_weights;  // shapes of the inputs
 };
 
-// Gradients of value, sampling_locations and attention_weights given grad_out [B, Q, H * D].
+// Scratch of the backward, grown on demand and kept between calls.
+struct MSDAWorkspace {
+  DeviceBuffer<float> acc, coef;  // float value-gradient accumulator (atomic), entry coefficients
+  DeviceBuffer<int32_t> keys, order;
+  DeviceBuffer<int64_t> bounds;
+};
+
+namespace msda {
+template <class T>
+T* grown(DeviceBuffer<T>& b, int64_t n) {
+  if (b.size() < n) b = DeviceBuffer<T>(n);
+  return b.data();
+}
+}  // namespace msda
+
+// Gradients of value, sampling_locations and attention_weights given grad_out [B, Q, H * D],
+// into preallocated tensors of the inputs' shapes.
 template <class V>
-MSDAGrads<V> ms_deform_attn_backward(const Tensor<V, cuda>& value, const Tensor<int64_t>& spatial_shapes,
-                                     const Tensor<int64_t>& level_start_index, const Tensor<V, cuda>& sampling_locations,
-                                     const Tensor<V, cuda>& attention_weights, const Tensor<V, cuda>& grad_out,
-                                     MSDABackward mode = MSDABackward::deterministic) {
+void ms_deform_attn_backward(const Tensor<V, cuda>& value, const Tensor<int64_t>& spatial_shapes,
+                             const Tensor<int64_t>& level_start_index, const Tensor<V, cuda>& sampling_locations,
+                             const Tensor<V, cuda>& attention_weights, const Tensor<V, cuda>& grad_out, MSDAGrads<V>& g,
+                             MSDABackward mode, MSDAWorkspace& ws) {
   const auto n = msda::check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   DETR_CHECK(grad_out.shape() == Shape({n.B, n.Q, n.H * n.D}),
              "ms_deform_attn_backward: grad_out must be " << Shape({n.B, n.Q, n.H * n.D}) << ", got " << grad_out.shape());
+  DETR_CHECK(g.value.shape() == value.shape() && g.sampling_locations.shape() == sampling_locations.shape() &&
+                 g.attention_weights.shape() == attention_weights.shape(),
+             "ms_deform_attn_backward: gradients must have the inputs' shapes " << value.shape() << ", "
+                 << sampling_locations.shape() << ", " << attention_weights.shape() << "; got " << g.value.shape()
+                 << ", " << g.sampling_locations.shape() << ", " << g.attention_weights.shape());
   const msda::Levels lv = msda::levels_of(spatial_shapes, level_start_index);
-  MSDAGrads<V> g{Tensor<V, cuda>::empty(value.shape()), Tensor<V, cuda>::empty(sampling_locations.shape()),
-                 Tensor<V, cuda>::empty(attention_weights.shape())};
   const int64_t rows = n.B * n.Q * n.H, value_rows = n.B * n.S * n.H, samples = rows * n.L * n.P;
   if (samples == 0) {
     if (value.numel()) DETR_CUDA_CHECK(cudaMemset(g.value.data(), 0, sizeof(V) * value.numel()));
-    return g;
+    return;
   }
   if (mode == MSDABackward::atomic) {
-    DeviceBuffer<float> scratch(std::is_same_v<V, float> ? 0 : value.numel());
-    float* acc = std::is_same_v<V, float> ? reinterpret_cast<float*>(g.value.data()) : scratch.data();
+    float* acc = nullptr;
+    if constexpr (std::is_same_v<V, float>) acc = g.value.data();
+    else acc = msda::grown(ws.acc, value.numel());
     DETR_CUDA_CHECK(cudaMemset(acc, 0, sizeof(float) * value.numel()));
     msda::backward_kernel<V><<<msda::blocks_for(rows * 32), msda::kThreads>>>(
         n, lv, value.data(), sampling_locations.data(), attention_weights.data(), grad_out.data(), acc,
@@ -265,7 +296,7 @@ MSDAGrads<V> ms_deform_attn_backward(const Tensor<V, cuda>& value, const Tensor<
     if constexpr (!std::is_same_v<V, float>)
       msda::float_to_storage_kernel<V><<<msda::blocks_for(value.numel()), msda::kThreads>>>(value.numel(), acc, g.value.data());
     msda::sync_and_check();
-    return g;
+    return;
   }
   msda::backward_kernel<V><<<msda::blocks_for(rows * 32), msda::kThreads>>>(
       n, lv, value.data(), sampling_locations.data(), attention_weights.data(), grad_out.data(), nullptr,
@@ -274,19 +305,32 @@ MSDAGrads<V> ms_deform_attn_backward(const Tensor<V, cuda>& value, const Tensor<
   DETR_CHECK(entries < INT32_MAX && value_rows < INT32_MAX,
              "ms_deform_attn_backward (deterministic): " << entries << " entries / " << value_rows
                                                          << " value rows exceed the 32-bit sort keys");
-  DeviceBuffer<int32_t> keys(entries), order(entries);
-  DeviceBuffer<float> coef(entries);
-  DeviceBuffer<int64_t> bounds(value_rows + 1);
+  int32_t* keys = msda::grown(ws.keys, entries);
+  int32_t* order = msda::grown(ws.order, entries);
+  float* coef = msda::grown(ws.coef, entries);
+  int64_t* bounds = msda::grown(ws.bounds, value_rows + 1);
   msda::emit_kernel<V><<<msda::blocks_for(samples), msda::kThreads>>>(
-      n, lv, sampling_locations.data(), attention_weights.data(), int32_t(value_rows), keys.data(), coef.data());
+      n, lv, sampling_locations.data(), attention_weights.data(), int32_t(value_rows), keys, coef);
   DETR_CUDA_CHECK(cudaGetLastError());
-  thrust::sequence(thrust::device, order.data(), order.data() + entries);
-  thrust::stable_sort_by_key(thrust::device, keys.data(), keys.data() + entries, order.data());
-  thrust::lower_bound(thrust::device, keys.data(), keys.data() + entries, thrust::counting_iterator<int32_t>(0),
-                      thrust::counting_iterator<int32_t>(int32_t(value_rows + 1)), bounds.data());
-  msda::gather_kernel<V><<<msda::blocks_for(value_rows * 32), msda::kThreads>>>(
-      n, value_rows, bounds.data(), order.data(), coef.data(), grad_out.data(), g.value.data());
+  thrust::sequence(thrust::device, order, order + entries);
+  thrust::stable_sort_by_key(thrust::device, keys, keys + entries, order);
+  thrust::lower_bound(thrust::device, keys, keys + entries, thrust::counting_iterator<int32_t>(0),
+                      thrust::counting_iterator<int32_t>(int32_t(value_rows + 1)), bounds);
+  msda::gather_kernel<V><<<msda::blocks_for(value_rows * 32), msda::kThreads>>>(n, value_rows, bounds, order, coef,
+                                                                                 grad_out.data(), g.value.data());
   msda::sync_and_check();
+}
+
+template <class V>
+MSDAGrads<V> ms_deform_attn_backward(const Tensor<V, cuda>& value, const Tensor<int64_t>& spatial_shapes,
+                                     const Tensor<int64_t>& level_start_index, const Tensor<V, cuda>& sampling_locations,
+                                     const Tensor<V, cuda>& attention_weights, const Tensor<V, cuda>& grad_out,
+                                     MSDABackward mode = MSDABackward::deterministic) {
+  MSDAGrads<V> g{Tensor<V, cuda>::empty(value.shape()), Tensor<V, cuda>::empty(sampling_locations.shape()),
+                 Tensor<V, cuda>::empty(attention_weights.shape())};
+  MSDAWorkspace ws;
+  ms_deform_attn_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_out, g,
+                          mode, ws);
   return g;
 }
 

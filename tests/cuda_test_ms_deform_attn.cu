@@ -2,7 +2,10 @@
 // math): forward and all three gradients in float, half and bfloat16 storage, the atomic and the
 // deterministic backward, and bit-identical deterministic backward runs. Inputs include samples
 // on the borders and outside the maps, and a head size that is not a multiple of the warp.
-// Exits 77 (ctest: skipped) without a GPU.
+// Exits 77 (ctest: skipped) without a GPU. With --bench it instead times the kernels at the
+// shapes of benchmarks/compare.sh msda (levels 64/32/16/8, S = 5440, B = 2, H = 8, D = 32, L = 4,
+// P = 4; encoder Q = 5440, decoder Q = 300) in float and bfloat16 and prints the times and the
+// bandwidth of the minimum traffic (every input read once, every output written once).
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -98,12 +101,68 @@ void run_case(const Case& c, const char* type, double rtol, double atol) {
          tag + "deterministic backward gives the same bits twice");
 }
 
+// Mean milliseconds of f over `reps` runs after 3 warm-up runs (each launcher synchronises).
+template <class F>
+double time_ms(F&& f, int reps = 20) {
+  for (int i = 0; i < 3; ++i) f();
+  cudaEvent_t start, stop;
+  DETR_CUDA_CHECK(cudaEventCreate(&start));
+  DETR_CUDA_CHECK(cudaEventCreate(&stop));
+  DETR_CUDA_CHECK(cudaEventRecord(start));
+  for (int i = 0; i < reps; ++i) f();
+  DETR_CUDA_CHECK(cudaEventRecord(stop));
+  DETR_CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0;
+  DETR_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return double(ms) / reps;
+}
+
+template <class V>
+void bench(const char* type) {
+  const int64_t B = 2, H = 8, D = 32, L = 4, P = 4, S = 64 * 64 + 32 * 32 + 16 * 16 + 8 * 8;
+  auto shapes = detr::Tensor<int64_t>::from({L, 2}, {64, 64, 32, 32, 16, 16, 8, 8});
+  auto starts = detr::Tensor<int64_t>::from({L}, {0, 4096, 5120, 5376});
+  detr::Rng rng(0);
+  for (int64_t Q : {S, int64_t(300)}) {
+    auto value = upload<V>(rng.normal_tensor<float>({B, S, H, D}));
+    auto loc = upload<V>(rng.uniform_tensor<float>({B, Q, H, L, P, 2}, 0, 1));
+    auto attn = upload<V>(rng.uniform_tensor<float>({B, Q, H, L, P}, 0, 1));
+    auto grad_out = upload<V>(rng.normal_tensor<float>({B, Q, H * D}));
+    auto out = detr::Tensor<V, detr::cuda>::empty({B, Q, H * D});
+    detr::kernels::MSDAGrads<V> g{detr::Tensor<V, detr::cuda>::empty(value.shape()),
+                                  detr::Tensor<V, detr::cuda>::empty(loc.shape()),
+                                  detr::Tensor<V, detr::cuda>::empty(attn.shape())};
+    detr::kernels::MSDAWorkspace ws;
+    const double in_bytes = double(sizeof(V)) * (value.numel() + loc.numel() + attn.numel());
+    const double fwd = time_ms([&] { detr::kernels::ms_deform_attn_forward(value, shapes, starts, loc, attn, out); });
+    const double fwd_bytes = in_bytes + double(sizeof(V)) * out.numel();
+    const double bwd_bytes = 2 * in_bytes + double(sizeof(V)) * grad_out.numel();
+    std::printf("msda cuda %-8s %s: forward %.3f ms (%.0f GB/s)", type, Q == S ? "encoder" : "decoder", fwd,
+                fwd_bytes / fwd / 1e6);
+    for (auto mode : {detr::kernels::MSDABackward::atomic, detr::kernels::MSDABackward::deterministic}) {
+      const double bwd = time_ms([&] {
+        detr::kernels::ms_deform_attn_backward(value, shapes, starts, loc, attn, grad_out, g, mode, ws);
+      });
+      std::printf(", backward %s %.3f ms (%.0f GB/s)",
+                  mode == detr::kernels::MSDABackward::atomic ? "atomic" : "deterministic", bwd, bwd_bytes / bwd / 1e6);
+    }
+    std::printf("\n");
+  }
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   if (detr::cuda_device_count() == 0) {
     std::puts("no CUDA device: skipped");
     return 77;
+  }
+  if (argc > 1 && std::string(argv[1]) == "--bench") {
+    bench<float>("float");
+    bench<__nv_bfloat16>("bfloat16");
+    return 0;
   }
   const Case encoder{"encoder", 2, 4, 32, 0, 4, {12, 10, 6, 5, 3, 3}};
   Case enc = encoder;

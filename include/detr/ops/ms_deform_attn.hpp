@@ -11,8 +11,11 @@
 // backward's scatter needs no atomics and has the same bits for any thread count.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <Eigen/Core>
 
 #include "detr/autograd/var.hpp"
 #include "detr/ops/ms_deform_attn_math.hpp"
@@ -44,28 +47,29 @@ void dispatch_head_dim(int64_t D, F&& f) {
 // pages; the backward likewise accumulates the value gradient in a contiguous buffer and writes
 // it out once. A task owns every output it writes, so no two threads touch the same element.
 
-// dst [S, D] = src rows at stride `stride` (and back with the roles swapped).
+// rows x D values from src (rows `src_stride` apart) to dst (rows `dst_stride` apart).
 template <class T>
 void copy_rows(T* dst, int64_t dst_stride, const T* src, int64_t src_stride, int64_t rows, int64_t D) {
   for (int64_t s = 0; s < rows; ++s) std::memcpy(dst + s * dst_stride, src + s * src_stride, sizeof(T) * D);
 }
 
-// A task reads the locations and weights of one query every H * L * P samples: too far apart for
-// the hardware prefetcher, so the rows `ahead` queries on are requested by hand.
-template <class T>
-inline void prefetch_query(const T* loc, const T* attn, const T* grad_out, int64_t i, int64_t ahead,
-                           int64_t samples, int64_t D) {
-  for (int64_t k = 0; k < 2 * samples; k += 64 / sizeof(T)) __builtin_prefetch(loc + 2 * i + 2 * ahead + k);
-  for (int64_t k = 0; k < samples; k += 64 / sizeof(T)) __builtin_prefetch(attn + i + ahead + k);
-  if (grad_out)
-    for (int64_t k = 0; k < D; k += 64 / sizeof(T)) __builtin_prefetch(grad_out + k);
+// A task reads (and the backward writes) the per-sample rows of one query every H * L * P
+// samples: too far apart for the hardware prefetcher, so the rows a few queries on are requested
+// by hand. prefetch_span requests the cache lines of x[0, count).
+template <bool Write, class T>
+inline void prefetch_span(const T* x, int64_t count) {
+  for (int64_t k = 0; k < count; k += 64 / int64_t(sizeof(T))) __builtin_prefetch(x + k, Write ? 1 : 0);
 }
 
-// <a, b> over D in a fixed order (16 running lanes, then a halving tree), which the compiler
-// vectorises with a few shuffles rather than a lane-by-lane scalar reduction, with the same bits
-// on every run.
+// <a, b> over D in an order fixed at compile time, so the bits never change: for the dispatched
+// head sizes Eigen's fully unrolled packet reduction (unaligned loads, no run-time peeling);
+// otherwise 16 running lanes and a halving tree, which the compiler vectorises.
 template <int DC, class T>
 inline T dot_lanes(const T* a, const T* b, int64_t n) {
+  if constexpr (DC > 0) {
+    using Row = Eigen::Array<T, DC, 1>;
+    return (Eigen::Map<const Row>(a) * Eigen::Map<const Row>(b)).sum();
+  }
   constexpr int W = 16;
   const int64_t D = DC > 0 ? DC : n;
   T part[W] = {};
@@ -93,7 +97,11 @@ void ms_deform_attn_forward_cpu(const MSDeformAttnDims& n, const T* value, const
       copy_rows(head.data(), D, value + (b * n.S * n.H + h) * D, n.H * D, n.S, D);
       for (int64_t q = 0; q < n.Q; ++q) {
         const int64_t bqh = (b * n.Q + q) * n.H + h;
-        if (q + kAhead < n.Q) prefetch_query<T>(loc, attn, nullptr, bqh * n.L * n.P, kAhead * n.H * n.L * n.P, n.L * n.P, D);
+        if (q + kAhead < n.Q) {
+          const int64_t j = (bqh + kAhead * n.H) * n.L * n.P;
+          prefetch_span<false>(loc + 2 * j, 2 * n.L * n.P);
+          prefetch_span<false>(attn + j, n.L * n.P);
+        }
         T* o = out + bqh * D;
         for (int64_t d = 0; d < D; ++d) o[d] = T(0);
         for (int64_t l = 0; l < n.L; ++l) {
@@ -133,9 +141,14 @@ void ms_deform_attn_backward_cpu(const MSDeformAttnDims& n, const T* value, cons
       std::fill(ghead.begin(), ghead.end(), T(0));
       for (int64_t q = 0; q < n.Q; ++q) {
         const int64_t bqh = (b * n.Q + q) * n.H + h;
-        if (q + kAhead < n.Q)
-          prefetch_query(loc, attn, grad_out + (bqh + kAhead * n.H) * D, bqh * n.L * n.P, kAhead * n.H * n.L * n.P,
-                         n.L * n.P, D);
+        if (q + kAhead < n.Q) {
+          const int64_t j = (bqh + kAhead * n.H) * n.L * n.P;
+          prefetch_span<false>(loc + 2 * j, 2 * n.L * n.P);
+          prefetch_span<false>(attn + j, n.L * n.P);
+          prefetch_span<false>(grad_out + (bqh + kAhead * n.H) * D, D);
+          prefetch_span<true>(grad_loc + 2 * j, 2 * n.L * n.P);
+          prefetch_span<true>(grad_attn + j, n.L * n.P);
+        }
         const T* g = grad_out + bqh * D;
         for (int64_t l = 0; l < n.L; ++l) {
           const int64_t Hl = shapes[2 * l], Wl = shapes[2 * l + 1];
