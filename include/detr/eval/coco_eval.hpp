@@ -18,8 +18,6 @@
 //   - a summary number is the mean of the entries that are not -1 (-1 when there are none).
 // Detections whose category is not in the ground truth are ignored, as pycocotools does;
 // detections on an image that is not in the ground truth are an error (pycocotools asserts).
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -28,7 +26,6 @@
 #include <numeric>
 #include <ostream>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "detr/core/error.hpp"
