@@ -6,4 +6,4 @@ cd "$(dirname "$0")"
 scripts/install_deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
-./build/examples/fit_mlp
+./build/examples/reverse_sequence --checkpoint build/reverse_sequence.ckpt

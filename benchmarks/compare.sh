@@ -2,7 +2,7 @@
 # Side-by-side benchmarks: our C++ kernels against their PyTorch (or OpenBLAS) twins, run back
 # to back on this machine, each at its best (2 threads, warm-up, medians). Each case ends with
 # one line `<case>: <ratio name> = X.XXx`.
-#   benchmarks/compare.sh <case>... | all        (cases: gemm, mha, cocoeval, ...)
+#   benchmarks/compare.sh <case>... | all        (cases: gemm, mha, msda, cocoeval, ...)
 # Adding a case: define a function `case_<name>` below; the dispatcher finds it by name.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,6 +61,49 @@ for name, ms in ours.items():
     t = float(ref[name])
     print(f"{name:32s} detr {ms:8.2f} ms   pytorch {t:8.2f} ms   speedup {t / ms:5.2f}x")
 print(f"mha: speedup vs pytorch = {float(ref['encoder_forward_backward']) / ours['encoder_forward_backward']:.2f}x")
+PYEOF
+}
+
+case_msda() {
+  need_torch
+  build bench_ms_deform_attn
+  local out=$(mktemp) ref=$(mktemp)
+  "$BUILD/benchmarks/bench_ms_deform_attn" --benchmark_repetitions=5 --benchmark_min_time=0.5 \
+    --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
+  "$PY" "$ROOT/benchmarks/reference/msda.py" 5 | tee "$ref"
+  "$PY" - "$out" "$ref" <<'PYEOF'
+import json, sys
+ours = {b["run_name"].replace("BM_msda_", ""): b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"]
+        if b.get("aggregate_name") == "median"}
+ref = dict(l.split() for l in open(sys.argv[2]) if not l.startswith("torch"))
+for name, ms in ours.items():
+    t = float(ref[name])
+    print(f"{name:32s} detr {ms:8.2f} ms   pytorch {t:8.2f} ms   speedup {t / ms:5.2f}x")
+print(f"msda: speedup vs pytorch = {float(ref['encoder_forward_backward']) / ours['encoder_forward_backward']:.2f}x")
+PYEOF
+}
+
+# Matching: linear_sum_assignment vs scipy, and the whole matcher vs DETR's torch + scipy code.
+case_matcher() {
+  need_torch
+  build bench_matcher
+  local out=$(mktemp) ref=$(mktemp)
+  "$BUILD/benchmarks/bench_matcher" --benchmark_repetitions=5 --benchmark_min_time=0.2 \
+    --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
+  "$PY" "$ROOT/benchmarks/reference/matcher.py" 50 | tee "$ref"
+  "$PY" - "$out" "$ref" <<'PYEOF'
+import json, math, sys
+ours = {b["run_name"].replace("BM_", "").replace("/real_time", ""): b["real_time"]
+        for b in json.load(open(sys.argv[1]))["benchmarks"] if b.get("aggregate_name") == "median"}
+ref = dict(l.split() for l in open(sys.argv[2]))
+ratios = []
+for name, us in ours.items():
+    t = float(ref[name])
+    print(f"{name:16s} detr {us:10.1f} us   reference {t:10.1f} us   speedup {t / us:6.2f}x")
+    if name.startswith("lsa"):
+        ratios.append(t / us)
+print(f"matcher: speedup vs scipy = {math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}x")
+print(f"matcher: speedup vs pytorch+scipy = {float(ref['matcher']) / ours['matcher']:.2f}x")
 PYEOF
 }
 

@@ -91,11 +91,11 @@ TEST_CASE("masked_fill broadcasts the mask; filled positions get no gradient", "
   REQUIRE(y.at({1, 1}) == -INFINITY);
   REQUIRE(y.at({1, 2}) == 5.0f);
   auto col = Tensor<uint8_t>::from({2, 1}, {1, 0});
-  REQUIRE(masked_fill(x, col, 7.0f).value().to_vector() == std::vector<float>{7, 7, 7, 3, 4, 5});
+  REQUIRE(masked_fill(x, col, 7.0).value().to_vector() == std::vector<float>{7, 7, 7, 3, 4, 5});
 
   auto xd = randn({2, 3, 4}, 8);
   auto m = Tensor<uint8_t>::from({3, 1}, {1, 0, 1});
-  REQUIRE_GRADCHECK([&](const V& v) { return masked_fill(v[0], m, 0.5); }, {xd});
+  REQUIRE_GRADCHECK([&](const V& v) { return masked_fill(v[0], m, 0.5f); }, {xd});
   Var<double> leaf(xd.clone(), true);
   auto out = masked_fill(leaf, m, 0.0);
   out.backward(Tensor<double>::ones(out.shape()));
@@ -151,4 +151,26 @@ TEST_CASE("indexing errors name the op, the index and the valid range", "[indexi
                       Catch::Contains("does not broadcast to x [3, 4]"));
   REQUIRE_THROWS_WITH(masked_fill(x, Tensor<uint8_t>::zeros({2}), 0.f), Catch::Contains("cannot be broadcast"));
   REQUIRE_THROWS_WITH(topk(x, 5), Catch::Contains("topk: k = 5 out of range"));
+}
+
+TEST_CASE("masked_fill with attention-style masks matches brute force", "[indexing]") {
+  Rng rng(10);
+  auto x = rng.normal_tensor<float>({2, 8, 40, 300});  // [B, H, L, S], large enough for threads
+  for (Shape ms : {Shape{2, 1, 1, 300}, Shape{2, 1, 40, 1}, Shape{300}, Shape{2, 8, 40, 300}}) {
+    INFO("mask " << ms);
+    auto m = Tensor<uint8_t>::empty(ms);
+    for (int64_t i = 0; i < m.numel(); ++i) m.data()[i] = rng.bernoulli(0.3);
+    auto y = masked_fill(Var<float>(x), m, -1e9f).value();
+    auto st = internal::broadcast_strides(ms, x.shape());
+    bool ok = true;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      int64_t mo = 0, rem = i;
+      for (int d = 3; d >= 0; --d) {
+        mo += rem % x.shape()[d] * st[d];
+        rem /= x.shape()[d];
+      }
+      ok = ok && y.data()[i] == (m.data()[mo] ? -1e9f : x.data()[i]);
+    }
+    REQUIRE(ok);
+  }
 }

@@ -1,5 +1,6 @@
 // Parity with PyTorch 1.13 (tests/reference/make_ops.py): outputs and input gradients for a
 // fixed upstream gradient, float32, rtol 1e-4 / atol 1e-5.
+#include <cmath>
 #include <functional>
 
 #include "detr/io/safetensors.hpp"
@@ -57,6 +58,32 @@ TEST_CASE("topk with ties matches torch: values, indices and gradients", "[parit
     REQUIRE(topk(x, c.k, c.dim, c.largest).indices.to_vector() ==
             index(std::string(c.name) + ".indices").to_vector());
     check_case(c.name, [c](const VF& v) { return topk(v[0], c.k, c.dim, c.largest).values; });
+  }
+}
+
+TEST_CASE("topk with nans matches torch: nans largest, their order as torch leaves it", "[parity][indexing]") {
+  Var<float> x(ref().get<float>("nans"));
+  for (bool largest : {true, false}) {
+    const std::string name = largest ? "topk_nan_largest" : "topk_nan_smallest";
+    INFO("case " << name);
+    auto t = topk(x, largest ? 10 : 70, -1, largest);
+    REQUIRE(t.indices.to_vector() == index(name + ".indices").to_vector());
+    auto want = ref().get<float>(name + ".values");
+    for (int64_t i = 0; i < want.numel(); ++i) {
+      const float a = t.values.value().data()[i], b = want.data()[i];
+      REQUIRE((a == b || (std::isnan(a) && std::isnan(b))));
+    }
+  }
+}
+
+TEST_CASE("max along a dim matches torch: first of ties", "[parity][reduce]") {
+  for (const auto& c : {std::pair{"max_last", -1}, std::pair{"max_first", 0}}) {
+    const char* name = c.first;
+    const int dim = c.second;  // a plain variable: clang 14 cannot capture structured bindings
+    INFO("case " << name);
+    Var<float> x(ref().get<float>(std::string(name) + ".x0"));
+    REQUIRE(max(x, dim).indices.to_vector() == index(std::string(name) + ".indices").to_vector());
+    check_case(name, [dim](const VF& v) { return max(v[0], dim).values; });
   }
 }
 

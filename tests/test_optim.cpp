@@ -1,5 +1,6 @@
 #include <cmath>
 #include <cstring>
+#include <omp.h>
 
 #include "detr/ops/elementwise.hpp"
 #include "detr/optim/adamw.hpp"
@@ -96,6 +97,25 @@ TEST_CASE("AdamW: parameters without a grad are skipped", "[optim][adamw]") {
   REQUIRE_FALSE(b.grad().defined());
 }
 
+TEST_CASE("AdamW: zero-filled gradients (torch 1.13's zero_grad) still step", "[optim][adamw]") {
+  auto a = leaf({1.0}), b = leaf({1.0});
+  AdamW<double> opt(P{{"a", &a}, {"b", &b}}, {.lr = 0.1, .eps = 0.0, .weight_decay = 0.5});
+  set_grad(a, {1.0});
+  set_grad(b, {1.0});
+  opt.step();
+  opt.zero_grad(false);
+  REQUIRE(b.grad().item() == 0.0);
+  set_grad(a, {1.0});  // b gets no new gradient, but keeps its zero one
+  double before = b.value().item();
+  opt.step();
+  REQUIRE(opt.state(1).step == 2);
+  // m = 0.09, v = 0.000999 after the zero gradient: b keeps moving by its momentum.
+  double m = 0.09 / (1 - 0.81), v = 0.000999 / (1 - 0.998001);
+  REQUIRE(b.value().item() == Approx(before * 0.95 - 0.1 * m / std::sqrt(v)).epsilon(1e-12));
+  opt.param_groups()[0].params.pop_back();
+  REQUIRE_THROWS_WITH(opt.step(), Catch::Contains("groups must not change after construction"));
+}
+
 TEST_CASE("AdamW: float tensors large enough to run in parallel match a serial double loop",
           "[optim][adamw]") {
   const int64_t n = (int64_t(1) << 16) + 3;
@@ -131,6 +151,7 @@ TEST_CASE("optimizer argument errors", "[optim]") {
   REQUIRE_THROWS_WITH(AdamW<double>(P{{"a", &a}}, {.beta2 = 1.0}), Catch::Contains("invalid beta2"));
   REQUIRE_THROWS_WITH(SGD<double>(P{{"a", &a}}, {.nesterov = true}), Catch::Contains("nesterov"));
   REQUIRE_THROWS_WITH(AdamW<double>(std::vector<ParamGroupSpec<double>>{}), Catch::Contains("no parameter groups"));
+  REQUIRE_THROWS_WITH(SGD<double>(P{}), Catch::Contains("SGD: got an empty parameter list"));
   auto y = a * 2.0;
   REQUIRE_THROWS_WITH(AdamW<double>(P{{"y", &y}}), Catch::Contains("'y' is not a leaf"));
 }
@@ -286,4 +307,67 @@ TEST_CASE("clip_grad_norm: large gradients give the same bits as a serial sum", 
   REQUIRE(total == Approx(std::sqrt(s)).epsilon(1e-6));
   float again = clip_grad_norm(std::vector<NamedParameter<float>>{{"p", &p}}, 1e9);
   REQUIRE(std::memcmp(&total, &again, sizeof(float)) == 0);
+}
+
+namespace {
+// Runs five steps of `opt` on the stored gradients and requires torch's values bit for bit.
+template <class Opt, class Options>
+void check_against_torch(const std::string& name, const Options& options) {
+  auto ref = io::SafetensorsFile::load(std::string(DETR_TEST_DATA_DIR) + "/optim_steps.safetensors");
+  Var<float> a(ref.get<float>("a.init"), true), b(ref.get<float>("b.init"), true);  // [1003], [37]
+  using NP = std::vector<NamedParameter<float>>;
+  Opt opt({{NP{{"a", &a}}}, {NP{{"b", &b}}, 3e-3, 0.0}}, options);
+  for (int s = 1; s <= 5; ++s) {
+    std::string step = std::to_string(s);
+    a.mutable_grad() = ref.get<float>("grad" + step + ".a");
+    if (ref.contains("grad" + step + ".b")) b.mutable_grad() = ref.get<float>("grad" + step + ".b");
+    else b.zero_grad();
+    opt.step();
+    for (auto [p, n] : {std::pair{&a, "a"}, std::pair{&b, "b"}}) {
+      auto want = ref.get<float>(name + "." + n + ".step" + step);
+      INFO(name << " step " << s << " parameter " << n);
+      REQUIRE_ALLCLOSE(p->value(), want, 0.0, 0.0);
+      REQUIRE(std::memcmp(p->value().data(), want.data(), sizeof(float) * size_t(want.numel())) == 0);
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("AdamW and SGD reproduce torch bit for bit on fixed gradients", "[optim][parity]") {
+  // tests/reference/make_optim_steps.py; lengths 1003 and 37 exercise the vector tails, and b
+  // has no gradient at step 2.
+  check_against_torch<AdamW<float>>("adamw", AdamWOptions{.lr = 1e-3, .weight_decay = 1e-2});
+  check_against_torch<SGD<float>>("sgd_momentum", SGDOptions{.lr = 1e-2, .momentum = 0.9, .weight_decay = 1e-2});
+  check_against_torch<SGD<float>>("sgd_nesterov",
+                                  SGDOptions{.lr = 1e-2, .momentum = 0.9, .weight_decay = 1e-2, .nesterov = true});
+  check_against_torch<SGD<float>>("sgd_dampening", SGDOptions{.lr = 1e-2, .momentum = 0.5, .dampening = 0.3});
+}
+
+TEST_CASE("optimizer steps and clipping give the same bits on 1 and 2 threads", "[optim]") {
+  const int64_t n = (int64_t(1) << 17) + 11;  // above the parallel threshold, odd tail
+  Rng rng(11);
+  auto init = rng.normal_tensor<float>({n}), grad = rng.normal_tensor<float>({n}, 0.0, 3.0);
+  auto run = [&](int threads, auto make_opt) {
+    int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Var<float> p(init.clone(), true);
+    std::vector<NamedParameter<float>> params{{"p", &p}};
+    auto opt = make_opt(params);
+    float norm = 0;
+    for (int s = 0; s < 3; ++s) {
+      p.mutable_grad() = grad.clone();
+      norm = clip_grad_norm(params, 1.0);
+      opt->step();
+    }
+    omp_set_num_threads(before);
+    return std::pair{p.value(), norm};
+  };
+  auto adamw = [](auto& ps) { return std::make_unique<AdamW<float>>(ps, AdamWOptions{.lr = 1e-2}); };
+  auto sgd = [](auto& ps) { return std::make_unique<SGD<float>>(ps, SGDOptions{.lr = 1e-2, .momentum = 0.9, .weight_decay = 1e-4}); };
+  for (int k = 0; k < 2; ++k) {
+    auto [one, norm1] = k == 0 ? run(1, adamw) : run(1, sgd);
+    auto [two, norm2] = k == 0 ? run(2, adamw) : run(2, sgd);
+    REQUIRE(std::memcmp(&norm1, &norm2, sizeof(float)) == 0);
+    REQUIRE(std::memcmp(one.data(), two.data(), sizeof(float) * size_t(n)) == 0);
+  }
 }

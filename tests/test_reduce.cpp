@@ -64,6 +64,8 @@ TEST_CASE("sum / mean of everything are scalars of shape []", "[reduce]") {
   REQUIRE(mean(x).item() == 11.5f);
   REQUIRE(sum(x, {0, 1, 2}).shape() == Shape{});
   REQUIRE(sum(x, {-1, 0}, true).shape() == Shape{1, 3, 1});
+  REQUIRE(sum(x, {1}).shape() == Shape{2, 4});
+  REQUIRE(mean(x, int64_t(-1)).shape() == Shape{2, 3});
   REQUIRE(sum(x, 1).value().to_vector() == std::vector<float>{12, 15, 18, 21, 48, 51, 54, 57});
   Var<float> scalar(Tensor<float>::scalar(2.5f));
   REQUIRE(sum(scalar).item() == 2.5f);
@@ -107,7 +109,7 @@ TEST_CASE("reduce errors name the op, the dim and the shape", "[reduce]") {
   REQUIRE_THROWS_WITH(sum(x, 2), Catch::Contains("sum: dim 2 out of range for x [2, 3]"));
   REQUIRE_THROWS_WITH(mean(x, {-3}), Catch::Contains("mean: dim -3"));
   REQUIRE_THROWS_WITH(sum(x, {1, -1}), Catch::Contains("appears more than once"));
-  REQUIRE_THROWS_WITH(sum(x, std::vector<int>{}), Catch::Contains("empty dim list"));
+  REQUIRE_THROWS_WITH(sum(x, {}), Catch::Contains("empty dim list"));  // never silently dim 0
   REQUIRE_THROWS_WITH(max(x, 5), Catch::Contains("max: dim 5"));
   REQUIRE_THROWS_WITH(max(Var<float>(Tensor<float>::zeros({2, 0})), 1), Catch::Contains("size 0"));
 }

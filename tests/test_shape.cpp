@@ -37,7 +37,7 @@ TEST_CASE("reshape / permute / transpose gradcheck", "[shape][gradcheck]") {
 TEST_CASE("concat / split / slice move elements as torch does", "[shape]") {
   Var<float> a(Tensor<float>::arange(6).reshape({2, 3}));
   Var<float> b(Tensor<float>::arange(4).reshape({2, 2}));
-  auto c = concat<float>({a, b, a}, -1).value();
+  auto c = concat({a, b, a}, -1).value();
   REQUIRE(c.shape() == Shape{2, 8});
   REQUIRE(c.to_vector() == std::vector<float>{0, 1, 2, 0, 1, 0, 1, 2, 3, 4, 5, 2, 3, 3, 4, 5});
   auto c0 = concat<float>({a, a}, 0).value();
@@ -117,4 +117,11 @@ TEST_CASE("layout op errors name the op and the shapes", "[shape]") {
   REQUIRE_THROWS_WITH(repeat(a, {2}), Catch::Contains("repeat: 1 repeats given for x [2, 3]"));
   REQUIRE_THROWS_WITH(unsqueeze(a, 3), Catch::Contains("unsqueeze: dim 3"));
   REQUIRE_THROWS_WITH(squeeze(a, -3), Catch::Contains("squeeze: dim -3"));
+}
+
+TEST_CASE("expand without growth is a view", "[shape]") {
+  Var<float> x(Tensor<float>::arange(6).reshape({2, 3}));
+  auto e = expand(x, {1, 2, -1});
+  REQUIRE(e.shape() == Shape{1, 2, 3});
+  REQUIRE(e.value().shares_storage_with(x.value()));
 }

@@ -43,6 +43,20 @@ v, i = torch.topk(ties3, 4, dim=1)
 out["topk_mid.indices"] = i
 case("topk_mid", lambda a: torch.topk(a, 4, dim=1).values, ties3)
 
+# nan counts as the largest value; several nans per row tie among themselves.
+nans = torch.randint(0, 4, (3, 80)).float()
+nans[nans == 3] = float("nan")
+out["nans"] = nans
+for name, kw in [("topk_nan_largest", dict(k=10, largest=True)),
+                 ("topk_nan_smallest", dict(k=70, largest=False))]:
+    out[f"{name}.indices"] = torch.topk(nans, **kw).indices
+    out[f"{name}.values"] = torch.topk(nans, **kw).values
+
+# max along a dim: the first of equal maxima.
+for name, dim in [("max_last", -1), ("max_first", 0)]:
+    out[f"{name}.indices"] = ties3.max(dim).indices
+    case(name, lambda a, dim=dim: a.max(dim).values, ties3)
+
 gidx = torch.randint(0, 7, (3, 9, 4))
 out["gather.index"] = gidx
 case("gather", lambda a: torch.gather(a, 1, gidx), x)

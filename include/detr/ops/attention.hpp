@@ -82,7 +82,9 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
   auto probs = Tensor<T>::empty({B, H, Lq, Lk});  // softmax output, before dropout
   auto out = Tensor<T>::empty({B, Lq, D});
   constexpr T ninf = -std::numeric_limits<T>::infinity();
-#pragma omp parallel
+  // Threads only pay off above ~1 MFLOP; tiny problems stay on the calling thread.
+  const bool parallel = B * H > 1 && B * Lq * Lk * D > (int64_t(1) << 18);
+#pragma omp parallel if (parallel)
   {
     internal::RowMat<T> dropped;  // this thread's P * dropout mask
 #pragma omp for schedule(dynamic)
@@ -120,9 +122,9 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
     }
   }
   return record("multi_head_attention", out, {q, k, v},
-                [qv, kv, vv, probs, B, H, Lq, Lk, D, Dh, scale, drop, drop_factor](const Tensor<T>& g, auto& in) {
+                [qv, kv, vv, probs, B, H, Lq, Lk, D, Dh, scale, drop, drop_factor, parallel](const Tensor<T>& g, auto& in) {
     auto dq = Tensor<T>::empty(qv.shape()), dk = Tensor<T>::empty(kv.shape()), dv = Tensor<T>::empty(vv.shape());
-#pragma omp parallel
+#pragma omp parallel if (parallel)
     {
       internal::RowMat<T> dP, Pd;
 #pragma omp for schedule(dynamic)

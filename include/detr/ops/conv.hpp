@@ -2,19 +2,21 @@
 // conv2d: torch.nn.functional.conv2d (stride, zero padding, dilation, groups) as im2col + GEMM,
 // with its backward (col2im for the input, GEMMs for the weight, a sum for the bias).
 //
-// Layout: each image's columns are [Cin * KH * KW, OH * OW] (row r = (c * KH + kh) * KW + kw),
-// so group g's weight block [Cout/G, Cin/G * KH * KW] multiplies a contiguous block of rows.
-// Threads: with several images, one image per thread (its own column buffer, single-threaded
-// GEMM); with one image, im2col runs over channels in parallel and Eigen threads the GEMM.
+// Layout: the columns of a band of output rows [oh0, oh1) are [Cin * KH * KW, (oh1 - oh0) * OW]
+// (row r = (c * KH + kh) * KW + kw), so group g's weight block [Cout/G, Cin/G * KH * KW]
+// multiplies a contiguous block of rows. Bands hold about 2 MB of columns: they stay in cache
+// between im2col and the GEMM, and memory does not grow with the image (a 7x7 stem on an
+// 800x1066 image would otherwise need 125 MB of columns per image).
+// Threads: with several images, one image per thread (its own band buffer, single-threaded
+// GEMM); with one image, im2col runs over rows in parallel and Eigen threads the GEMM.
 // 1x1 stride-1 unpadded convolutions read the image itself as the column matrix.
-// Every sum has a fixed order (the weight gradient accumulates images in order), so results do
-// not depend on the thread count.
+// Every sum has a fixed order (the weight gradient accumulates images and bands in order), so
+// results do not depend on the thread count.
 #include <omp.h>
 
 #include <algorithm>
 
 #include "detr/autograd/var.hpp"
-#include "detr/ops/linalg.hpp"
 #include "detr/ops/window.hpp"
 
 namespace detr {
@@ -29,62 +31,77 @@ struct ConvGeometry {
   int64_t rows() const { return C * KH * KW; }
   int64_t cols() const { return OH * OW; }
   bool pointwise() const { return KH == 1 && KW == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+  // Output rows per band: about 2^19 column elements (2 MB of floats), at least one row.
+  int64_t band_rows() const {
+    return pointwise() ? OH : std::clamp<int64_t>((int64_t(1) << 19) / std::max<int64_t>(rows() * OW, 1), 1, OH);
+  }
 };
 
-// The outputs o in [lo, hi) whose input o * stride + off lies in [0, n).
-struct ValidRange {
-  int64_t lo, hi;
-};
-inline ValidRange valid_range(int64_t off, int64_t stride, int64_t n, int64_t out) {
-  int64_t lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
-  int64_t hi = n - off <= 0 ? 0 : std::min(out, (n - 1 - off) / stride + 1);
-  lo = std::min(lo, out);
-  return {lo, std::max(lo, hi)};
+// C[M,N] = op(A) op(B) + beta C on row-major blocks with leading dimensions (row strides), so a
+// band of output columns can be read or written in place inside a whole image.
+template <class T>
+void gemm_ld(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+             int64_t ldb, T* C, int64_t ldc, T beta) {
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Stride = Eigen::OuterStride<>;
+  Eigen::Map<Mat, 0, Stride> c(C, M, N, Stride(ldc));
+  Eigen::Map<const Mat, 0, Stride> a(A, ta ? K : M, ta ? M : K, Stride(lda));
+  Eigen::Map<const Mat, 0, Stride> b(B, tb ? N : K, tb ? K : N, Stride(ldb));
+  if (beta == T(0)) c.setZero();
+  else if (beta != T(1)) c *= beta;
+  if (!ta && !tb) c.noalias() += a * b;
+  else if (!ta && tb) c.noalias() += a * b.transpose();
+  else if (ta && !tb) c.noalias() += a.transpose() * b;
+  else c.noalias() += a.transpose() * b.transpose();
 }
 
-// col [C*KH*KW, OH*OW] from one image x [C, H, W]; padding reads as 0.
+// col [C*KH*KW, (oh1 - oh0) * OW]: the columns of output rows [oh0, oh1) of one image
+// x [C, H, W]; padding reads as 0.
 template <class T>
-void im2col(const T* x, const ConvGeometry& g, T* col, bool parallel) {
-  const int64_t P = g.cols(), rows = g.rows();
-#pragma omp parallel for if (parallel && rows * P > (1 << 15)) schedule(static)
+void im2col(const T* x, const ConvGeometry& g, int64_t oh0, int64_t oh1, T* col, bool parallel) {
+  const int64_t n = (oh1 - oh0) * g.OW, rows = g.rows();
+#pragma omp parallel for if (parallel && rows * n > (1 << 15)) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t c = r / (g.KH * g.KW), kh = (r / g.KW) % g.KH, kw = r % g.KW;
     const int64_t offh = kh * g.dh - g.ph, offw = kw * g.dw - g.pw;
     const ValidRange vh = valid_range(offh, g.sh, g.H, g.OH), vw = valid_range(offw, g.sw, g.W, g.OW);
-    T* dst = col + r * P;
-    std::fill(dst, dst + vh.lo * g.OW, T(0));
-    for (int64_t oh = vh.lo; oh < vh.hi; ++oh) {
-      const T* src = x + (c * g.H + oh * g.sh + offh) * g.W + offw;
-      T* d = dst + oh * g.OW;
+    const int64_t lo = std::clamp(vh.lo, oh0, oh1), hi = std::clamp(vh.hi, oh0, oh1);
+    T* dst = col + r * n;
+    std::fill(dst, dst + (lo - oh0) * g.OW, T(0));
+    for (int64_t oh = lo; oh < hi; ++oh) {
+      const T* src = x + (c * g.H + oh * g.sh + offh) * g.W;  // input row; column ow * sw + offw
+      T* d = dst + (oh - oh0) * g.OW;
       std::fill(d, d + vw.lo, T(0));
-      if (g.sw == 1) std::copy(src + vw.lo, src + vw.hi, d + vw.lo);
+      if (g.sw == 1)
+        for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow + offw];
       else
-        for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow * g.sw];
+        for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow * g.sw + offw];
       std::fill(d + vw.hi, d + g.OW, T(0));
     }
-    std::fill(dst + vh.hi * g.OW, dst + P, T(0));
+    std::fill(dst + (hi - oh0) * g.OW, dst + n, T(0));
   }
 }
 
-// dx [C, H, W] += the columns' contributions (the adjoint of im2col). Channels are independent,
-// and within one the rows are added in a fixed order.
+// dx [C, H, W] += the contributions of the columns of output rows [oh0, oh1) (the adjoint of
+// im2col). Channels are independent, and within one the rows are added in a fixed order.
 template <class T>
-void col2im(const T* col, const ConvGeometry& g, T* dx, bool parallel) {
-  const int64_t P = g.cols(), K2 = g.KH * g.KW;
-#pragma omp parallel for if (parallel && g.rows() * P > (1 << 15)) schedule(static)
+void col2im(const T* col, const ConvGeometry& g, int64_t oh0, int64_t oh1, T* dx, bool parallel) {
+  const int64_t n = (oh1 - oh0) * g.OW, K2 = g.KH * g.KW;
+#pragma omp parallel for if (parallel && g.rows() * n > (1 << 15)) schedule(static)
   for (int64_t c = 0; c < g.C; ++c) {
     for (int64_t k = 0; k < K2; ++k) {
       const int64_t kh = k / g.KW, kw = k % g.KW;
       const int64_t offh = kh * g.dh - g.ph, offw = kw * g.dw - g.pw;
       const ValidRange vh = valid_range(offh, g.sh, g.H, g.OH), vw = valid_range(offw, g.sw, g.W, g.OW);
-      const T* src = col + (c * K2 + k) * P;
-      for (int64_t oh = vh.lo; oh < vh.hi; ++oh) {
-        T* d = dx + (c * g.H + oh * g.sh + offh) * g.W + offw;
-        const T* s = src + oh * g.OW;
+      const int64_t lo = std::clamp(vh.lo, oh0, oh1), hi = std::clamp(vh.hi, oh0, oh1);
+      const T* src = col + (c * K2 + k) * n;
+      for (int64_t oh = lo; oh < hi; ++oh) {
+        T* d = dx + (c * g.H + oh * g.sh + offh) * g.W;
+        const T* s = src + (oh - oh0) * g.OW;
         if (g.sw == 1)
-          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] += s[ow];
+          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow + offw] += s[ow];
         else
-          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow * g.sw] += s[ow];
+          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow * g.sw + offw] += s[ow];
       }
     }
   }
@@ -143,7 +160,7 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
                                    dilation.h, dilation.w, OH, OW};
   const int64_t P = geo.cols(), CoutG = Cout / groups, Kg = CinG * KH * KW;
   const bool pointwise = geo.pointwise();
-  const int64_t scratch = pointwise ? 0 : geo.rows() * P;
+  const int64_t band = geo.band_rows(), scratch = pointwise ? 0 : geo.rows() * band * OW;
   // One image per thread pays off once there are several images with real work each.
   const bool outer = B > 1 && omp_get_max_threads() > 1 && Cout * P * Kg * groups > (1 << 14);
 
@@ -153,46 +170,58 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
   internal::for_each_image<T>(B, outer, scratch, [&](int64_t b, T* buf, bool par) {
     const T* xb = xv.data() + b * Cin * H * W;
     T* ob = out.data() + b * Cout * P;
-    const T* col = xb;
-    if (!pointwise) {
-      internal::im2col(xb, geo, buf, par);
-      col = buf;
-    }
     if (pb)
       for (int64_t c = 0; c < Cout; ++c) std::fill(ob + c * P, ob + (c + 1) * P, pb[c]);
-    for (int64_t g = 0; g < groups; ++g)
-      internal::gemm(false, false, CoutG, P, Kg, wv.data() + g * CoutG * Kg, col + g * Kg * P,
-                     ob + g * CoutG * P, pb ? T(1) : T(0));
+    for (int64_t oh0 = 0; oh0 < OH; oh0 += band) {
+      const int64_t oh1 = std::min(OH, oh0 + band), n = (oh1 - oh0) * OW;
+      const T* col = xb;  // a pointwise conv has one band: the image itself
+      if (!pointwise) {
+        internal::im2col(xb, geo, oh0, oh1, buf, par);
+        col = buf;
+      }
+      for (int64_t g = 0; g < groups; ++g)
+        internal::gemm_ld(false, false, CoutG, n, Kg, wv.data() + g * CoutG * Kg, Kg, col + g * Kg * n, n,
+                          ob + g * CoutG * P + oh0 * OW, P, pb ? T(1) : T(0));
+    }
   });
 
   std::vector<Var<T>> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
   return record("conv2d", out, std::move(inputs),
-                [xv, wv, geo, groups, outer, scratch, pointwise, B, Cout, CoutG, Kg, P](
+                [xv, wv, geo, groups, outer, scratch, pointwise, band, B, Cout, CoutG, Kg, P](
                     const Tensor<T>& g, auto& in) {
-    const int64_t Cin = geo.C, HW = geo.H * geo.W;
-    if (in.wants(0)) {  // dcol = W_g^T g_g, then scattered back (col2im)
+    const int64_t Cin = geo.C, HW = geo.H * geo.W, OH = geo.OH, OW = geo.OW;
+    if (in.wants(0)) {  // dcol = W_g^T g_g per band, then scattered back (col2im)
       auto gx = pointwise ? Tensor<T>::empty(xv.shape()) : Tensor<T>::zeros(xv.shape());
       internal::for_each_image<T>(B, outer, scratch, [&](int64_t b, T* buf, bool par) {
-        T* dst = pointwise ? gx.data() + b * Cin * HW : buf;
-        for (int64_t k = 0; k < groups; ++k)
-          internal::gemm(true, false, Kg, P, CoutG, wv.data() + k * CoutG * Kg,
-                         g.data() + (b * Cout + k * CoutG) * P, dst + k * Kg * P);
-        if (!pointwise) internal::col2im(buf, geo, gx.data() + b * Cin * HW, par);
+        T* gxb = gx.data() + b * Cin * HW;
+        for (int64_t oh0 = 0; oh0 < OH; oh0 += band) {
+          const int64_t oh1 = std::min(OH, oh0 + band), n = (oh1 - oh0) * OW;
+          T* dcol = pointwise ? gxb : buf;
+          for (int64_t k = 0; k < groups; ++k)
+            internal::gemm_ld(true, false, Kg, n, CoutG, wv.data() + k * CoutG * Kg, Kg,
+                              g.data() + (b * Cout + k * CoutG) * P + oh0 * OW, P, dcol + k * Kg * n, n,
+                              T(0));
+          if (!pointwise) internal::col2im(buf, geo, oh0, oh1, gxb, par);
+        }
       });
       in.add(0, std::move(gx));
     }
-    if (in.wants(1)) {  // dW_g = sum_b g_bg col_bg^T, images in order
+    if (in.wants(1)) {  // dW_g = sum over images and bands of g_bg col_bg^T, in order
       auto gw = Tensor<T>::zeros(wv.shape());
       internal::for_each_image<T>(B, false, scratch, [&](int64_t b, T* buf, bool par) {
-        const T* col = xv.data() + b * Cin * HW;
-        if (!pointwise) {
-          internal::im2col(col, geo, buf, par);
-          col = buf;
+        const T* xb = xv.data() + b * Cin * HW;
+        for (int64_t oh0 = 0; oh0 < OH; oh0 += band) {
+          const int64_t oh1 = std::min(OH, oh0 + band), n = (oh1 - oh0) * OW;
+          const T* col = xb;
+          if (!pointwise) {
+            internal::im2col(xb, geo, oh0, oh1, buf, par);
+            col = buf;
+          }
+          for (int64_t k = 0; k < groups; ++k)
+            internal::gemm_ld(false, true, CoutG, Kg, n, g.data() + (b * Cout + k * CoutG) * P + oh0 * OW, P,
+                              col + k * Kg * n, n, gw.data() + k * CoutG * Kg, Kg, T(1));
         }
-        for (int64_t k = 0; k < groups; ++k)
-          internal::gemm(false, true, CoutG, Kg, P, g.data() + (b * Cout + k * CoutG) * P,
-                         col + k * Kg * P, gw.data() + k * CoutG * Kg, T(1));
       });
       in.add(1, std::move(gw));
     }

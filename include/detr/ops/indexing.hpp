@@ -5,10 +5,12 @@
 // is a detr::Error naming the op, the offending value, its position and the valid range.
 //
 // Backward passes that add into the same input element (gather, index_select and embedding with
-// repeated indices) accumulate in a fixed order within one thread per output region, so their
-// results are the same bits on every run.
+// repeated indices) accumulate each element's contributions in a fixed order within one thread,
+// so their results are the same bits on every run and for any thread count.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "detr/autograd/var.hpp"
@@ -28,7 +30,12 @@ inline int checked_dim(const char* op, int dim, const Shape& s) {
 // Every entry of `index` lies in [0, n).
 inline void check_indices(const char* op, const Tensor<int64_t>& index, int64_t n, const char* what) {
   const int64_t* p = index.data();
-  for (int64_t i = 0; i < index.numel(); ++i)
+  const int64_t count = index.numel();
+  int64_t bad = 0;
+#pragma omp simd reduction(+ : bad)
+  for (int64_t i = 0; i < count; ++i) bad += p[i] < 0 || p[i] >= n;
+  if (!bad) return;
+  for (int64_t i = 0; i < count; ++i)
     DETR_CHECK(p[i] >= 0 && p[i] < n, op << ": index " << p[i] << " at position " << i << " of index "
                                          << index.shape() << " is out of range for " << what << " "
                                          << n << " (valid: 0.." << n - 1 << ")");
@@ -64,12 +71,39 @@ struct GatherPlan {
   }
 };
 
+// dst = mask ? value : src over `shape` (src and dst contiguous), reading the mask through
+// broadcast strides: an attention mask [B, 1, 1, S] is never expanded to the scores' size.
+template <class T>
+void select_masked(const T* src, const Tensor<uint8_t>& mask, const Shape& shape, T value, T* dst) {
+  auto ms = broadcast_strides(mask.shape(), shape);
+  LoopNest<2> in{dims_of(shape), {std::vector<int64_t>(ms.begin(), ms.begin() + shape.rank()),
+                                  detr::internal::contiguous_strides(dims_of(shape))}};
+  if (in.numel() == 0) return;
+  const LoopNest<2> nest = coalesce(in);
+  const int64_t n = nest.size.back(), step = nest.stride[0].back();
+  const uint8_t* pm = mask.data();
+  for_each_row(nest, [&](const Odometer<2>& od) {
+    const uint8_t* m = pm + od[0];
+    const T* s = src + od[1];
+    T* d = dst + od[1];
+    if (step == 0) {
+      if (*m) std::fill_n(d, n, value);
+      else std::memcpy(d, s, sizeof(T) * size_t(n));
+    } else {
+#pragma omp simd
+      for (int64_t k = 0; k < n; ++k) d[k] = m[k * step] ? value : s[k];
+    }
+  });
+}
+
 }  // namespace internal
 
 // out[..., j, ...] = x[..., index[..., j, ...], ...] along `dim` (torch.gather): index has x's
 // rank, is no larger than x in the other dims, and gives the output shape.
 template <class T>
-Var<T> gather(const Var<T>& x, int dim, const Tensor<int64_t>& index) {
+Var<T> gather(const Var<T>& x,                  // [d0, ..., N, ...]
+              int dim,                          // the dim of N
+              const Tensor<int64_t>& index) {  // [e0 <= d0, ..., K, ...], values in [0, N)
   const Shape& xs = x.shape();
   DETR_CHECK(index.rank() == x.rank(),
              "gather: index " << index.shape() << " must have the rank of x " << xs);
@@ -86,13 +120,17 @@ Var<T> gather(const Var<T>& x, int dim, const Tensor<int64_t>& index) {
     T* po = out.data();
     const auto& p = *plan;
 #pragma omp parallel for schedule(static) if (out.numel() > internal::kParallelWork && p.outer > 1)
-    for (int64_t o = 0; o < p.outer; ++o)
+    for (int64_t o = 0; o < p.outer; ++o) {
+      const T* base = px + p.outer_off[o];
+      if (p.inner == 1) {  // gather along the last dim: one row of x per outer position
+        for (int64_t j = 0; j < p.k; ++j) po[o * p.k + j] = base[pi[o * p.k + j] * p.x_dim_stride];
+        continue;
+      }
       for (int64_t j = 0; j < p.k; ++j) {
         const int64_t row = (o * p.k + j) * p.inner;
-        const T* base = px + p.outer_off[o];
-        for (int64_t i = 0; i < p.inner; ++i)
-          po[row + i] = base[pi[row + i] * p.x_dim_stride + p.inner_off[i]];
+        for (int64_t i = 0; i < p.inner; ++i) po[row + i] = base[pi[row + i] * p.x_dim_stride + p.inner_off[i]];
       }
+    }
   }
   return record("gather", out, {x}, [index, plan, xs](const Tensor<T>& g, auto& in) {
     auto gx = Tensor<T>::zeros(xs);
@@ -131,26 +169,28 @@ Tensor<T> index_rows(const Tensor<T>& x, int dim, const Tensor<int64_t>& index, 
   return out;
 }
 
-// Backward of index_rows: gx[o, index[j], :] += g[o, j, :], for j in order. Work is split over
-// (outer, column chunk) so that even outer == 1 (embedding) runs in parallel without races.
+// Backward of index_rows: gx[o, index[j], :] += g[o, j, :]. Each destination row adds its
+// contributions in j order, whichever unit owns it, so the bits never depend on the split. With
+// few outer positions (embedding: one) the destination rows are split into blocks, and each
+// block's unit scans the whole index list for its own rows.
 template <class T>
 Tensor<T> index_rows_backward(const Tensor<T>& g, int dim, const Tensor<int64_t>& index, const Shape& in_shape) {
   const int64_t outer = in_shape.prod(0, dim), n = in_shape[dim], inner = in_shape.prod(dim + 1, in_shape.rank()),
                 k = index.numel();
   auto gx = Tensor<T>::zeros(in_shape);
-  constexpr int64_t kCols = 512;
-  const int64_t chunks = std::max<int64_t>(1, (inner + kCols - 1) / kCols);
+  const int64_t blocks = outer >= 8 ? 1 : std::min<int64_t>(n, 16), rows_per_block = (n + blocks - 1) / blocks;
   const T* pg = g.data();
   const int64_t* pi = index.data();
   T* po = gx.data();
-#pragma omp parallel for schedule(static) if (g.numel() > kParallelWork && outer * chunks > 1)
-  for (int64_t u = 0; u < outer * chunks; ++u) {
-    const int64_t o = u / chunks, c0 = u % chunks * kCols, m = std::min(kCols, inner - c0);
+#pragma omp parallel for schedule(static) if (g.numel() > kParallelWork && outer * blocks > 1)
+  for (int64_t u = 0; u < outer * blocks; ++u) {
+    const int64_t o = u / blocks, lo = u % blocks * rows_per_block, hi = std::min(n, lo + rows_per_block);
     for (int64_t j = 0; j < k; ++j) {
-      const T* src = pg + (o * k + j) * inner + c0;
-      T* dst = po + (o * n + pi[j]) * inner + c0;
+      if (pi[j] < lo || pi[j] >= hi) continue;
+      const T* src = pg + (o * k + j) * inner;
+      T* dst = po + (o * n + pi[j]) * inner;
 #pragma omp simd
-      for (int64_t c = 0; c < m; ++c) dst[c] += src[c];
+      for (int64_t c = 0; c < inner; ++c) dst[c] += src[c];
     }
   }
   return gx;
@@ -160,7 +200,9 @@ Tensor<T> index_rows_backward(const Tensor<T>& g, int dim, const Tensor<int64_t>
 
 // Entries of x at positions `index` (1-d, repeats allowed) along `dim` (torch.index_select).
 template <class T>
-Var<T> index_select(const Var<T>& x, int dim, const Tensor<int64_t>& index) {
+Var<T> index_select(const Var<T>& x,                  // [..., N, ...] -> out [..., K, ...]
+                    int dim,                          // the dim of N
+                    const Tensor<int64_t>& index) {  // [K], values in [0, N)
   const Shape xs = x.shape();
   const int d = internal::checked_dim("index_select", dim, xs);
   DETR_CHECK(index.rank() <= 1, "index_select: index must be 1-d, got " << index.shape());
@@ -176,7 +218,8 @@ Var<T> index_select(const Var<T>& x, int dim, const Tensor<int64_t>& index) {
 // Rows of `weight` [N, D] picked by `index` (any shape): out is [*index.shape, D]
 // (torch.nn.functional.embedding, dense gradient).
 template <class T>
-Var<T> embedding(const Var<T>& weight, const Tensor<int64_t>& index) {
+Var<T> embedding(const Var<T>& weight,              // [N, D]
+                 const Tensor<int64_t>& index) {  // [*I], values in [0, N) -> out [*I, D]
   const Shape ws = weight.shape();
   DETR_CHECK(ws.rank() == 2, "embedding: weight must be [N, D], got " << ws);
   internal::check_indices("embedding", index, ws[0], "weight with N =");
@@ -192,32 +235,17 @@ Var<T> embedding(const Var<T>& weight, const Tensor<int64_t>& index) {
 // x with `value` wherever `mask` (broadcastable to x) is nonzero; no gradient flows to the
 // filled positions (torch.masked_fill).
 template <class T>
-Var<T> masked_fill(const Var<T>& x, const Tensor<uint8_t>& mask, T value) {
+Var<T> masked_fill(const Var<T>& x,               // [*S]
+                   const Tensor<uint8_t>& mask,  // broadcastable to [*S]
+                   std::type_identity_t<T> value) {
   const Shape& xs = x.shape();
   DETR_CHECK(internal::broadcast_shapes(mask.shape(), xs, "masked_fill") == xs,
              "masked_fill: mask " << mask.shape() << " does not broadcast to x " << xs);
-  Tensor<uint8_t> m = mask;
-  if (!(mask.shape() == xs)) {
-    auto st = internal::broadcast_strides(mask.shape(), xs);
-    m = internal::gather_strided(mask, std::vector<int64_t>(st.begin(), st.begin() + xs.rank()), xs);
-  }
   auto out = Tensor<T>::empty(xs);
-  const int64_t n = out.numel();
-  {
-    const T* px = x.value().data();
-    const uint8_t* pm = m.data();
-    T* po = out.data();
-#pragma omp parallel for simd if (n > internal::kParallelWork)
-    for (int64_t i = 0; i < n; ++i) po[i] = pm[i] ? value : px[i];
-  }
-  return record("masked_fill", out, {x}, [m](const Tensor<T>& g, auto& in) {
-    auto gx = Tensor<T>::empty(g.shape());
-    const T* pg = g.data();
-    const uint8_t* pm = m.data();
-    T* po = gx.data();
-    const int64_t n = g.numel();
-#pragma omp parallel for simd if (n > internal::kParallelWork)
-    for (int64_t i = 0; i < n; ++i) po[i] = pm[i] ? T(0) : pg[i];
+  internal::select_masked(x.value().data(), mask, xs, value, out.data());
+  return record("masked_fill", out, {x}, [mask, xs](const Tensor<T>& g, auto& in) {
+    auto gx = Tensor<T>::empty(xs);
+    internal::select_masked(g.data(), mask, xs, T(0), gx.data());
     in.add(0, std::move(gx));
   });
 }
@@ -234,7 +262,8 @@ struct TopK {
 // index) pairs comparing values only, so ties are not in index order; running the same
 // algorithms with the same comparison reproduces its indices exactly (and deterministically).
 template <class T>
-TopK<T> topk(const Var<T>& x, int64_t k, int dim = -1, bool largest = true) {
+TopK<T> topk(const Var<T>& x,  // [..., N, ...] -> values and indices [..., k, ...]
+             int64_t k, int dim = -1, bool largest = true) {
   const Shape xs = x.shape();
   const int d = internal::checked_dim("topk", dim, xs);
   DETR_CHECK(k >= 0 && k <= xs[d], "topk: k = " << k << " out of range for dim " << dim << " of size "

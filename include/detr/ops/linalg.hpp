@@ -31,7 +31,8 @@ template <class T>
 void batched_gemm(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
                   int64_t sa, const T* B, int64_t sb, T* C, int64_t sc, T beta = T(0)) {
   // Large products use Eigen's own threads; many small ones are spread over threads here.
-  bool outer = batch > 1 && M * N * K < (int64_t(1) << 21);
+  // (and tiny batches, under ~1 MFLOP in all, stay on the calling thread).
+  bool outer = batch > 1 && M * N * K < (int64_t(1) << 21) && batch * M * N * K > (int64_t(1) << 19);
 #pragma omp parallel for if (outer) schedule(static)
   for (int64_t i = 0; i < batch; ++i)
     gemm(ta, tb, M, N, K, A + i * sa, B + i * sb, C + i * sc, beta);

@@ -4,9 +4,11 @@
 // As torch's CPU kernel: padding never wins (it acts as -inf), a NaN wins and propagates, and on
 // ties the first maximum in row-major window order keeps the index, so the gradient goes to
 // exactly one input per output. The argmax of each output is kept for the backward.
-#include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <vector>
 
 #include "detr/autograd/var.hpp"
 #include "detr/ops/window.hpp"
@@ -43,29 +45,36 @@ Var<T> max_pool2d(const Var<T>& x, Size2 kernel, Size2 stride = 0, Size2 padding
   const T* px = xv.data();
   T* po = out.data();
   int32_t* pi = argmax->data();
+  // One output row at a time, kernel taps in torch's window order (row-major), each tap swept
+  // over the row's outputs: the sweep has no branches and vectorises, and every output still
+  // sees its window's elements in torch's order, so ties and NaNs resolve identically.
 #pragma omp parallel for if (out.numel() * kernel.h * kernel.w > (1 << 16)) schedule(static)
   for (int64_t n = 0; n < planes; ++n) {
     const T* xp = px + n * H * W;
     for (int64_t oh = 0; oh < OH; ++oh) {
       const int64_t h0 = oh * stride.h - padding.h;
       const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h0 + kernel.h, H);
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        const int64_t w0 = ow * stride.w - padding.w;
-        const int64_t ws = std::max<int64_t>(w0, 0), we = std::min(w0 + kernel.w, W);
-        int64_t best = hs * W + ws;
-        T m = -std::numeric_limits<T>::infinity();
-        for (int64_t ih = hs; ih < he; ++ih)
-          for (int64_t iw = ws; iw < we; ++iw) {
-            const T v = xp[ih * W + iw];
-            if (v > m || std::isnan(v)) {
-              m = v;
-              best = ih * W + iw;
-            }
-          }
-        const int64_t o = (n * OH + oh) * OW + ow;
-        po[o] = m;
-        pi[o] = int32_t(best);
+      T* m = po + (n * OH + oh) * OW;
+      int32_t* best = pi + (n * OH + oh) * OW;
+      for (int64_t ow = 0; ow < OW; ++ow) {  // padding never wins: start at -inf, first real index
+        m[ow] = -std::numeric_limits<T>::infinity();
+        best[ow] = int32_t(hs * W + std::max<int64_t>(ow * stride.w - padding.w, 0));
       }
+      for (int64_t ih = hs; ih < he; ++ih)
+        for (int64_t kw = 0; kw < kernel.w; ++kw) {
+          const int64_t off = kw - padding.w;
+          const internal::ValidRange vw = internal::valid_range(off, stride.w, W, OW);
+          const T* row = xp + ih * W;
+          const int32_t base = int32_t(ih * W + off);
+          const int64_t sw = stride.w;
+#pragma omp simd
+          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) {
+            const T v = row[off + ow * sw];
+            const bool take = (v > m[ow]) | (v != v);  // a NaN wins, as in torch
+            m[ow] = take ? v : m[ow];
+            best[ow] = take ? base + int32_t(ow * sw) : best[ow];
+          }
+        }
     }
   }
   return record("max_pool2d", out, {x}, [argmax, in_shape = x.shape(), planes, HW = H * W,

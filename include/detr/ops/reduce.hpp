@@ -3,6 +3,7 @@
 // max / argmax along one dim (torch.max(x, dim) / torch.argmax). The backward of sum and mean
 // broadcasts the output gradient back over the reduced dims; max routes it to the winning index.
 #include <cmath>
+#include <concepts>
 #include <vector>
 
 #include "detr/autograd/var.hpp"
@@ -83,9 +84,10 @@ template <class T>
 Var<T> sum(const Var<T>& x, const std::vector<int>& dims, bool keepdim = false) {
   return internal::reduce_sum("sum", x, internal::reduced_mask("sum", x.shape(), dims), keepdim, false);
 }
-template <class T>
-Var<T> sum(const Var<T>& x, int dim, bool keepdim = false) {
-  return sum(x, std::vector<int>{dim}, keepdim);
+// One dim. A template so that a braced list (even `{}`) always means the list overload.
+template <class T, std::integral I>
+Var<T> sum(const Var<T>& x, I dim, bool keepdim = false) {
+  return sum(x, std::vector<int>{int(dim)}, keepdim);
 }
 // Sum of every element: a scalar of shape [].
 template <class T>
@@ -98,9 +100,10 @@ template <class T>
 Var<T> mean(const Var<T>& x, const std::vector<int>& dims, bool keepdim = false) {
   return internal::reduce_sum("mean", x, internal::reduced_mask("mean", x.shape(), dims), keepdim, true);
 }
-template <class T>
-Var<T> mean(const Var<T>& x, int dim, bool keepdim = false) {
-  return mean(x, std::vector<int>{dim}, keepdim);
+// One dim. A template so that a braced list (even `{}`) always means the list overload.
+template <class T, std::integral I>
+Var<T> mean(const Var<T>& x, I dim, bool keepdim = false) {
+  return mean(x, std::vector<int>{int(dim)}, keepdim);
 }
 template <class T>
 Var<T> mean(const Var<T>& x) {
@@ -128,6 +131,24 @@ void max_along(const Tensor<T>& x, int dim, T* values, int64_t* indices) {
     const T* base = px + o * n * inner;
     T* v = values + o * inner;
     int64_t* ix = indices + o * inner;
+    if (inner == 1) {  // a contiguous row: a vectorised max, then the first position holding it
+      T best = base[0];
+      int nans = 0;
+#pragma omp simd reduction(max : best) reduction(+ : nans)
+      for (int64_t j = 0; j < n; ++j) {
+        best = base[j] > best ? base[j] : best;
+        nans += base[j] != base[j];
+      }
+      int64_t at = 0;
+      if (nans) {
+        while (!std::isnan(base[at])) ++at;
+      } else {
+        while (base[at] != best) ++at;
+      }
+      *v = base[at];
+      *ix = at;
+      continue;
+    }
     std::copy(base, base + inner, v);
     std::fill_n(ix, inner, 0);
     for (int64_t j = 1; j < n; ++j) {
@@ -159,14 +180,13 @@ MaxResult<T> max(const Var<T>& x, int dim, bool keepdim = false) {
   internal::max_along(x.value(), d, values.data(), indices.data());
   auto v = record("max", values, {x}, [indices, s, d](const Tensor<T>& g, auto& in) {
     auto gx = Tensor<T>::zeros(s);
-    const int64_t n = s[d], inner = s.prod(d + 1, s.rank()), total = g.numel();
+    const int64_t outer = s.prod(0, d), n = s[d], inner = s.prod(d + 1, s.rank());
     const T* pg = g.data();
     const int64_t* pi = indices.data();
     T* po = gx.data();
-    for (int64_t k = 0; k < total; ++k) {
-      const int64_t o = k / inner, i = k % inner;
-      po[(o * n + pi[k]) * inner + i] = pg[k];
-    }
+#pragma omp parallel for schedule(static) if (gx.numel() > internal::kParallelWork && outer > 1)
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t i = 0; i < inner; ++i) po[(o * n + pi[o * inner + i]) * inner + i] = pg[o * inner + i];
     in.add(0, std::move(gx));
   });
   return {v, indices};

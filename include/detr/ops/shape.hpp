@@ -2,6 +2,7 @@
 // Layout ops: reshape (a view), permute and transpose (copies, since tensors are contiguous);
 // concat, split, slice, expand, repeat, unsqueeze and squeeze with torch's semantics.
 #include <array>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -123,13 +124,22 @@ Var<T> concat(const std::vector<Var<T>>& xs, int dim) {
   auto out = Tensor<T>::empty(os);
   const auto ost = internal::strides_of(os);
   std::vector<int64_t> begins;
+  std::vector<const T*> src;
   int64_t at = 0;
   for (const auto& x : xs) {
     begins.push_back(at);
-    internal::strided_copy(x.value().data(), internal::strides_of(x.shape()), out.data() + at * ost[d], ost,
-                           internal::dims_of(x.shape()));
+    src.push_back(x.value().data());
     at += x.shape()[d];
   }
+  // Output rows (one per position before dim) are written front to back, one piece per input.
+  const int64_t outer = os.prod(0, d), row = os[d] * ost[d];
+  T* po = out.data();
+#pragma omp parallel for schedule(static) if (out.numel() > internal::kParallelWork && outer > 1)
+  for (int64_t o = 0; o < outer; ++o)
+    for (size_t j = 0; j < xs.size(); ++j) {
+      const int64_t len = xs[j].shape()[d] * ost[d];
+      std::memcpy(po + o * row + begins[j] * ost[d], src[j] + o * len, sizeof(T) * size_t(len));
+    }
   std::vector<Shape> shapes;
   for (const auto& x : xs) shapes.push_back(x.shape());
   return record("concat", out, xs, [shapes, begins, ost, d](const Tensor<T>& g, auto& in) {
@@ -167,6 +177,12 @@ Var<T> slice(const Var<T>& x, int dim, int64_t begin, int64_t end, int64_t step 
                            internal::dims_of(g.shape()));
     in.add(0, std::move(gx));
   });
+}
+
+// concat({a, b, c}, dim) without spelling out T.
+template <class T>
+Var<T> concat(std::initializer_list<Var<T>> xs, int dim) {
+  return concat(std::vector<Var<T>>(xs), dim);
 }
 
 // Consecutive pieces of the given sizes along `dim` (torch.split with a list of sizes).
@@ -209,6 +225,7 @@ Var<T> expand(const Var<T>& x, std::vector<int64_t> shape) {
     grown[i] = j < 0 || (xs[j] == 1 && shape[i] != 1);
   }
   const Shape os(std::span<const int64_t>(shape.data(), shape.size()));
+  if (os.numel() == xs.numel()) return reshape(x, os);  // nothing grows: a view, as in torch
   std::vector<int64_t> st(size_t(r), 0);
   const auto xst = internal::strides_of(xs);
   for (int i = lead; i < r; ++i)

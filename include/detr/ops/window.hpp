@@ -1,6 +1,7 @@
 #pragma once
 // Sliding-window geometry shared by conv2d and max_pool2d: a (height, width) pair that an int
 // converts to (as torch accepts `stride=2` or `stride=(2, 1)`), and torch's output-size rule.
+#include <algorithm>
 #include <cstdint>
 #include <ostream>
 
@@ -25,6 +26,18 @@ namespace internal {
 inline int64_t window_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dilation) {
   int64_t span = in + 2 * pad - dilation * (k - 1) - 1;
   return span < 0 ? -1 : span / stride + 1;
+}
+
+// The outputs o in [lo, hi) whose input o * stride + off lies in [0, n): the part of a kernel
+// tap's sweep that reads real input rather than padding.
+struct ValidRange {
+  int64_t lo, hi;
+};
+inline ValidRange valid_range(int64_t off, int64_t stride, int64_t n, int64_t out) {
+  int64_t lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  int64_t hi = n - off <= 0 ? 0 : std::min(out, (n - 1 - off) / stride + 1);
+  lo = std::min(lo, out);
+  return {lo, std::max(lo, hi)};
 }
 
 // Rejects non-positive kernels / strides / dilations and negative padding, naming the op.

@@ -7,10 +7,14 @@
 // which first copies a buffer that another Var shares, so a gradient buffer shared between
 // parameters (autograd may hand the same tensor to several inputs) is never scaled twice.
 //
+// Sums of squares accumulate in double (torch accumulates in float lanes), so the norm can differ
+// from torch's in the last bit; it does not depend on the thread count.
+//
 // A NaN or infinite total norm is returned as is and, like torch, scales every gradient to
 // NaN / zero; with error_if_nonfinite it throws instead, naming the first offending parameter.
+#include <algorithm>
 #include <cmath>
-#include <limits>
+#include <string>
 #include <vector>
 
 #include "detr/nn/module.hpp"

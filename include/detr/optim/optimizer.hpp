@@ -57,10 +57,20 @@ class Optimizer {
   // Names of ParamState::buffers in use, in slot order (checkpoint keys).
   virtual std::vector<const char*> state_names() const = 0;
 
-  // Drops every gradient (torch's zero_grad(set_to_none=True)).
-  void zero_grad() {
+  // set_to_none (torch 2's default) drops every gradient, so a parameter that gets none in the
+  // next backward is skipped by step(). Without it (torch 1.13's default, which the official
+  // DETR training ran with) gradients are zero-filled: such a parameter is still decayed and
+  // moved by its momentum.
+  void zero_grad(bool set_to_none = true) {
     for (auto& g : groups_)
-      for (auto& p : g.params) p.var->zero_grad();
+      for (auto& p : g.params) {
+        if (set_to_none) {
+          p.var->zero_grad();
+        } else {
+          Tensor<T>& grad = p.var->mutable_grad();
+          if (grad.defined()) grad.fill_(T(0));
+        }
+      }
   }
 
   std::vector<ParamGroup<T>>& param_groups() { return groups_; }
@@ -95,11 +105,17 @@ class Optimizer {
       state_.resize(state_.size() + s.params.size());
       groups_.push_back({std::move(s.params), lr, lr, wd});
     }
+    DETR_CHECK(!state_.empty(), who << ": got an empty parameter list");
   }
 
   // Calls f(group, param, state) for every parameter that has a gradient.
   template <class F>
   void for_each_with_grad(const char* who, F&& f) {
+    size_t count = 0;
+    for (auto& g : groups_) count += g.params.size();
+    DETR_CHECK(count == state_.size(), who << ": the parameter groups hold " << count
+                                           << " parameters, the optimizer was built with "
+                                           << state_.size() << " (groups must not change after construction)");
     size_t index = 0;
     for (auto& g : groups_)
       for (auto& p : g.params) {

@@ -7,9 +7,39 @@
 //     buf = buf * momentum + (1 - dampening) * d     afterwards
 //     d = nesterov ? d + momentum * buf : buf
 //   p += -lr * d
+// Each `x + alpha * y` is one fused multiply-add, as torch's vectorised add(alpha=) kernel does
+// it, so the bits match torch's CPU results (also without FMA hardware: std::fma is exact).
+#include <cmath>
+
 #include "detr/optim/optimizer.hpp"
 
 namespace detr {
+
+namespace internal {
+
+template <class T>
+struct SGDScalars {
+  T weight_decay, momentum, keep /* 1 - dampening */, neg_lr;
+};
+
+// The element loop, one instantiation per case so that each is a straight vectorised loop.
+template <bool Decay, bool Momentum, bool First, bool Nesterov, class T>
+void sgd_update(int64_t n, T* w, const T* g, T* buf, const SGDScalars<T>& s) {
+#pragma omp parallel for simd if (n >= kOptimParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    T d = g[i];
+    if constexpr (Decay) d = std::fma(w[i], s.weight_decay, d);
+    if constexpr (Momentum) {
+      T b = d;
+      if constexpr (!First) b = std::fma(d, s.keep, buf[i] * s.momentum);
+      buf[i] = b;
+      d = Nesterov ? std::fma(b, s.momentum, d) : b;
+    }
+    w[i] = std::fma(d, s.neg_lr, w[i]);
+  }
+}
+
+}  // namespace internal
 
 struct SGDOptions {
   double lr = 1e-3;
@@ -43,23 +73,20 @@ class SGD : public Optimizer<T> {
       const bool use_momentum = opt_.momentum != 0;
       const bool first = use_momentum && !buf.defined();
       if (first) buf = Tensor<T>::empty(p.var->shape());
-      const T wd = T(g.weight_decay), mom = T(opt_.momentum), keep = T(1 - opt_.dampening);
-      const T neg_lr = T(-g.lr);
-      const bool decay = g.weight_decay != 0, nesterov = opt_.nesterov;
-      T* pw = p.var->mutable_value().data();
-      const T* pg = p.var->grad().data();
-      T* pb = use_momentum ? buf.data() : nullptr;
-      const int64_t n = p.var->numel();
-#pragma omp parallel for simd if (n >= internal::kOptimParallelMin)
-      for (int64_t i = 0; i < n; ++i) {
-        T d = decay ? pg[i] + wd * pw[i] : pg[i];
-        if (use_momentum) {
-          const T b = first ? d : pb[i] * mom + keep * d;
-          pb[i] = b;
-          d = nesterov ? d + mom * b : b;
-        }
-        pw[i] = pw[i] + neg_lr * d;
-      }
+      internal::SGDScalars<T> s{T(g.weight_decay), T(opt_.momentum), T(1 - opt_.dampening), T(-g.lr)};
+      const bool decay = g.weight_decay != 0;
+      auto run = [&]<bool Decay>() {
+        T* w = p.var->mutable_value().data();
+        const T* grad = p.var->grad().data();
+        const int64_t n = p.var->numel();
+        if (!use_momentum) internal::sgd_update<Decay, false, false, false>(n, w, grad, static_cast<T*>(nullptr), s);
+        else if (first && opt_.nesterov) internal::sgd_update<Decay, true, true, true>(n, w, grad, buf.data(), s);
+        else if (first) internal::sgd_update<Decay, true, true, false>(n, w, grad, buf.data(), s);
+        else if (opt_.nesterov) internal::sgd_update<Decay, true, false, true>(n, w, grad, buf.data(), s);
+        else internal::sgd_update<Decay, true, false, false>(n, w, grad, buf.data(), s);
+      };
+      if (decay) run.template operator()<true>();
+      else run.template operator()<false>();
     });
   }
 

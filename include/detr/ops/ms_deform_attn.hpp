@@ -1,0 +1,247 @@
+#pragma once
+// Multi-scale deformable attention (Deformable DETR, eq. 3), the fused CPU op with its backward.
+//
+// out[b, q, h*D + d] = sum_{l, p} A[b, q, h, l, p] * bilinear(value_l[b, :, h, d], loc[b, q, h, l, p])
+//
+// Semantics are those of the reference ms_deform_attn_core_pytorch (grid_sample, align_corners
+// False, zero padding, x before y); the per-sample math lives in ms_deform_attn_math.hpp, shared
+// with the CUDA kernels. Unlike the reference we never build the [B, Q, H, L, P, D] samples: the
+// forward accumulates each output row in place, the backward recomputes the neighbours.
+// Work is split by (batch, head): a task owns the value-gradient rows of its head, so the
+// backward's scatter needs no atomics and has the same bits for any thread count.
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "detr/autograd/var.hpp"
+#include "detr/ops/ms_deform_attn_math.hpp"
+
+namespace detr {
+
+namespace internal {
+
+struct MSDeformAttnDims {
+  int64_t B, S, H, D, Q, L, P;
+};
+
+// Calls f(std::integral_constant<int, D>) for the common head sizes (loops over d then unroll
+// and vectorise fully), f(std::integral_constant<int, 0>) otherwise (runtime D).
+template <class F>
+void dispatch_head_dim(int64_t D, F&& f) {
+  switch (D) {
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    case 64: f(std::integral_constant<int, 64>{}); break;
+    default: f(std::integral_constant<int, 0>{}); break;
+  }
+}
+
+// Both directions run one task per (batch, head). A task first copies its head's value rows
+// value[b, :, h, :] (stride H * D) into a contiguous [S, D] buffer of its thread, so the
+// bilinear gathers hit a compact, L2-resident block instead of rows spread over H times the
+// pages; the backward likewise accumulates the value gradient in a contiguous buffer and writes
+// it out once. A task owns every output it writes, so no two threads touch the same element.
+
+// dst [S, D] = src rows at stride `stride` (and back with the roles swapped).
+template <class T>
+void copy_rows(T* dst, int64_t dst_stride, const T* src, int64_t src_stride, int64_t rows, int64_t D) {
+  for (int64_t s = 0; s < rows; ++s) std::memcpy(dst + s * dst_stride, src + s * src_stride, sizeof(T) * D);
+}
+
+// A task reads the locations and weights of one query every H * L * P samples: too far apart for
+// the hardware prefetcher, so the rows `ahead` queries on are requested by hand.
+template <class T>
+inline void prefetch_query(const T* loc, const T* attn, const T* grad_out, int64_t i, int64_t ahead,
+                           int64_t samples, int64_t D) {
+  for (int64_t k = 0; k < 2 * samples; k += 64 / sizeof(T)) __builtin_prefetch(loc + 2 * i + 2 * ahead + k);
+  for (int64_t k = 0; k < samples; k += 64 / sizeof(T)) __builtin_prefetch(attn + i + ahead + k);
+  if (grad_out)
+    for (int64_t k = 0; k < D; k += 64 / sizeof(T)) __builtin_prefetch(grad_out + k);
+}
+
+// <a, b> over D in a fixed order (16 running lanes, then a halving tree), which the compiler
+// vectorises with a few shuffles rather than a lane-by-lane scalar reduction, with the same bits
+// on every run.
+template <int DC, class T>
+inline T dot_lanes(const T* a, const T* b, int64_t n) {
+  constexpr int W = 16;
+  const int64_t D = DC > 0 ? DC : n;
+  T part[W] = {};
+  int64_t d = 0;
+  for (; d + W <= D; d += W)
+#pragma omp simd
+    for (int k = 0; k < W; ++k) part[k] += a[d + k] * b[d + k];
+  for (int k = 0; k < W && d + k < D; ++k) part[k] += a[d + k] * b[d + k];  // tail of fewer than W
+  for (int w = W / 2; w >= 1; w /= 2)
+    for (int k = 0; k < w; ++k) part[k] += part[k + w];
+  return part[0];
+}
+
+// out [B, Q, H, D]
+template <int DC, class T>
+void ms_deform_attn_forward_cpu(const MSDeformAttnDims& n, const T* value, const int64_t* shapes,
+                                const int64_t* starts, const T* loc, const T* attn, T* out) {
+  const int64_t D = DC > 0 ? DC : n.D, tasks = n.B * n.H, kAhead = 8;
+#pragma omp parallel if (n.B * n.Q * n.H * n.L * n.P * D > (int64_t(1) << 15))
+  {
+    std::vector<T> head(size_t(n.S * D));  // [S, D] value rows of the task's head
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < tasks; ++bh) {
+      const int64_t b = bh / n.H, h = bh % n.H;
+      copy_rows(head.data(), D, value + (b * n.S * n.H + h) * D, n.H * D, n.S, D);
+      for (int64_t q = 0; q < n.Q; ++q) {
+        const int64_t bqh = (b * n.Q + q) * n.H + h;
+        if (q + kAhead < n.Q) prefetch_query<T>(loc, attn, nullptr, bqh * n.L * n.P, kAhead * n.H * n.L * n.P, n.L * n.P, D);
+        T* o = out + bqh * D;
+        for (int64_t d = 0; d < D; ++d) o[d] = T(0);
+        for (int64_t l = 0; l < n.L; ++l) {
+          const int64_t Hl = shapes[2 * l], Wl = shapes[2 * l + 1];
+          const T* base = head.data() + starts[l] * D;
+          for (int64_t p = 0; p < n.P; ++p) {
+            const int64_t i = (bqh * n.L + l) * n.P + p;
+            BilinearSample<T> s;
+            if (!bilinear_sample(loc[2 * i], loc[2 * i + 1], Hl, Wl, s)) continue;
+            for (int c = 0; c < 4; ++c) {
+              if (s.offset[c] < 0) continue;
+              const T w = attn[i] * s.weight[c];
+              const T* v = base + s.offset[c] * D;
+#pragma omp simd
+              for (int64_t d = 0; d < D; ++d) o[d] += w * v[d];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// grad_value [B, S, H, D] (skipped when null), grad_loc [B, Q, H, L, P, 2], grad_attn [B, Q, H, L, P]
+template <int DC, class T>
+void ms_deform_attn_backward_cpu(const MSDeformAttnDims& n, const T* value, const int64_t* shapes,
+                                 const int64_t* starts, const T* loc, const T* attn, const T* grad_out,
+                                 T* grad_value, T* grad_loc, T* grad_attn) {
+  const int64_t D = DC > 0 ? DC : n.D, tasks = n.B * n.H, kAhead = 8;
+#pragma omp parallel if (n.B * n.Q * n.H * n.L * n.P * D > (int64_t(1) << 14))
+  {
+    std::vector<T> head(size_t(n.S * D)), ghead(grad_value ? size_t(n.S * D) : 0);  // [S, D] each
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < tasks; ++bh) {
+      const int64_t b = bh / n.H, h = bh % n.H, first = (b * n.S * n.H + h) * D;
+      copy_rows(head.data(), D, value + first, n.H * D, n.S, D);
+      std::fill(ghead.begin(), ghead.end(), T(0));
+      for (int64_t q = 0; q < n.Q; ++q) {
+        const int64_t bqh = (b * n.Q + q) * n.H + h;
+        if (q + kAhead < n.Q)
+          prefetch_query(loc, attn, grad_out + (bqh + kAhead * n.H) * D, bqh * n.L * n.P, kAhead * n.H * n.L * n.P,
+                         n.L * n.P, D);
+        const T* g = grad_out + bqh * D;
+        for (int64_t l = 0; l < n.L; ++l) {
+          const int64_t Hl = shapes[2 * l], Wl = shapes[2 * l + 1];
+          const T* base = head.data() + starts[l] * D;
+          T* gbase = grad_value ? ghead.data() + starts[l] * D : nullptr;
+          for (int64_t p = 0; p < n.P; ++p) {
+            const int64_t i = (bqh * n.L + l) * n.P + p;
+            BilinearSample<T> s;
+            if (!bilinear_sample(loc[2 * i], loc[2 * i + 1], Hl, Wl, s)) {
+              grad_attn[i] = grad_loc[2 * i] = grad_loc[2 * i + 1] = T(0);
+              continue;
+            }
+            T dots[4];
+            for (int c = 0; c < 4; ++c) {
+              dots[c] = s.offset[c] >= 0 ? dot_lanes<DC>(g, base + s.offset[c] * D, D) : T(0);
+            }
+            const SampleGrad<T> sg = sample_grad(s, dots, attn[i], Hl, Wl);
+            grad_attn[i] = sg.attn;
+            grad_loc[2 * i] = sg.loc_x;
+            grad_loc[2 * i + 1] = sg.loc_y;
+            if (!gbase) continue;
+            for (int c = 0; c < 4; ++c) {
+              if (s.offset[c] < 0) continue;
+              const T w = attn[i] * s.weight[c];
+              T* gv = gbase + s.offset[c] * D;
+#pragma omp simd
+              for (int64_t d = 0; d < D; ++d) gv[d] += w * g[d];
+            }
+          }
+        }
+      }
+      if (grad_value) copy_rows(grad_value + first, n.H * D, ghead.data(), D, n.S, D);
+    }
+  }
+}
+
+// Validates the inputs (naming the tensor, expected vs actual) and returns the sizes.
+template <class T>
+MSDeformAttnDims ms_deform_attn_dims(const Shape& value, const Tensor<int64_t>& spatial_shapes,
+                                     const Tensor<int64_t>& level_start_index, const Shape& loc,
+                                     const Shape& attn) {
+  DETR_CHECK(value.rank() == 4, "ms_deform_attn: value must be [B, S, H, D], got " << value);
+  DETR_CHECK(spatial_shapes.rank() == 2 && spatial_shapes.dim(1) == 2,
+             "ms_deform_attn: spatial_shapes must be [L, 2] (H, W per level), got " << spatial_shapes.shape());
+  const int64_t L = spatial_shapes.dim(0);
+  DETR_CHECK(L >= 1, "ms_deform_attn: spatial_shapes has no level");
+  DETR_CHECK(level_start_index.shape() == Shape{L},
+             "ms_deform_attn: level_start_index must be [" << L << "] (one per level of spatial_shapes), got "
+                                                           << level_start_index.shape());
+  MSDeformAttnDims n{value[0], value[1], value[2], value[3], 0, L, 0};
+  DETR_CHECK(loc.rank() == 6 && loc[0] == n.B && loc[2] == n.H && loc[3] == L && loc[5] == 2,
+             "ms_deform_attn: sampling_locations must be [B, Q, H, L, P, 2] = [" << n.B << ", Q, " << n.H << ", "
+                                                                                << L << ", P, 2], got " << loc);
+  n.Q = loc[1];
+  n.P = loc[4];
+  DETR_CHECK(attn == Shape({n.B, n.Q, n.H, L, n.P}),
+             "ms_deform_attn: attention_weights must be [B, Q, H, L, P] = "
+                 << Shape({n.B, n.Q, n.H, L, n.P}) << ", got " << attn);
+  int64_t total = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t h = spatial_shapes.data()[2 * l], w = spatial_shapes.data()[2 * l + 1];
+    DETR_CHECK(h > 0 && w > 0, "ms_deform_attn: spatial_shapes level " << l << " is " << h << " x " << w
+                                                                       << ", expected positive sizes");
+    DETR_CHECK(level_start_index.data()[l] == total,
+               "ms_deform_attn: level_start_index[" << l << "] is " << level_start_index.data()[l]
+                                                    << ", expected " << total << " (sum of H*W of the levels before)");
+    total += h * w;
+  }
+  DETR_CHECK(total == n.S, "ms_deform_attn: the levels of spatial_shapes hold " << total
+                                                                                << " positions (sum of H*W), but value has S = "
+                                                                                << n.S);
+  return n;
+}
+
+}  // namespace internal
+
+// value [B, S, H, D], spatial_shapes [L, 2] (H_l, W_l), level_start_index [L],
+// sampling_locations [B, Q, H, L, P, 2] (x, y in [0, 1]), attention_weights [B, Q, H, L, P]
+// -> [B, Q, H * D]. Differentiable in value, sampling_locations and attention_weights.
+template <class T>
+Var<T> ms_deform_attn(const Var<T>& value, const Tensor<int64_t>& spatial_shapes,
+                      const Tensor<int64_t>& level_start_index, const Var<T>& sampling_locations,
+                      const Var<T>& attention_weights) {
+  const internal::MSDeformAttnDims n = internal::ms_deform_attn_dims<T>(
+      value.shape(), spatial_shapes, level_start_index, sampling_locations.shape(), attention_weights.shape());
+  const Tensor<T> v = value.value(), loc = sampling_locations.value(), attn = attention_weights.value();
+  const Tensor<int64_t> shapes = spatial_shapes.clone(), starts = level_start_index.clone();
+  auto out = Tensor<T>::empty({n.B, n.Q, n.H * n.D});
+  internal::dispatch_head_dim(n.D, [&](auto dc) {
+    internal::ms_deform_attn_forward_cpu<decltype(dc)::value>(n, v.data(), shapes.data(), starts.data(), loc.data(),
+                                                              attn.data(), out.data());
+  });
+  return record("ms_deform_attn", out, {value, sampling_locations, attention_weights},
+                [n, v, loc, attn, shapes, starts](const Tensor<T>& g, auto& in) {
+                  Tensor<T> gv = in.wants(0) ? Tensor<T>::empty(v.shape()) : Tensor<T>();
+                  auto gloc = Tensor<T>::empty(loc.shape());
+                  auto gattn = Tensor<T>::empty(attn.shape());
+                  internal::dispatch_head_dim(n.D, [&](auto dc) {
+                    internal::ms_deform_attn_backward_cpu<decltype(dc)::value>(
+                        n, v.data(), shapes.data(), starts.data(), loc.data(), attn.data(), g.data(),
+                        gv.defined() ? gv.data() : nullptr, gloc.data(), gattn.data());
+                  });
+                  if (gv.defined()) in.add(0, std::move(gv));
+                  in.add(1, std::move(gloc));
+                  in.add(2, std::move(gattn));
+                });
+}
+
+}  // namespace detr
