@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages DETR++ builds with, only when one is missing.
 set -euo pipefail
-pkgs=(cmake g++ make libeigen3-dev catch2 libstb-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
+pkgs=(cmake g++ make pkg-config libeigen3-dev catch2 libstb-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
       libbenchmark-dev dataset-fashion-mnist)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -27,13 +27,14 @@ TEST_CASE("COCO eval reproduces pycocotools' 12 numbers and per-category AP", "[
   CocoEvalResult r = ev.evaluate(dets);
   for (int i = 0; i < 12; ++i) {
     INFO("stat " << i);
-    REQUIRE(std::abs(r.stats[i] - expected["stats"][i].get<double>()) <= 1e-9);
+    // Bit-identical: same matching, same float operations, numpy's pairwise mean.
+    REQUIRE(r.stats[i] == expected["stats"][i].get<double>());
   }
   REQUIRE(r.category_ids.size() == expected["per_category_ap"].size());
   for (size_t k = 0; k < r.category_ids.size(); ++k) {
     INFO("category " << r.category_ids[k]);
     double want = expected["per_category_ap"][std::to_string(r.category_ids[k])].get<double>();
-    REQUIRE(std::abs(r.per_category_ap[k] - want) <= 1e-9);
+    REQUIRE(r.per_category_ap[k] == want);
   }
 
   // Summary lines in pycocotools' format.
@@ -100,6 +101,20 @@ TEST_CASE("results files: extra keys are skipped, fields read exactly", "[coco_e
   REQUIRE(d[1].image_id == 9);
   test::write_text(dir / "e.json", "[]");
   REQUIRE(load_detections(dir / "e.json").empty());
+
+  // save_detections round-trips exactly.
+  d[1].score = 0.1 + 0.2;
+  d[1].bbox = {1.0 / 3.0, 2e-7, 123456.789, 4.5};
+  save_detections(dir / "s.json", d);
+  auto back = load_detections(dir / "s.json");
+  REQUIRE(back.size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    REQUIRE(back[i].image_id == d[i].image_id);
+    REQUIRE(back[i].category_id == d[i].category_id);
+    REQUIRE(back[i].score == d[i].score);
+    REQUIRE(back[i].bbox == d[i].bbox);
+  }
+  REQUIRE_THROWS_WITH(save_detections(dir / "no/dir/s.json", d), Catch::Contains("s.json"));
 }
 
 TEST_CASE("bad detections give clear errors", "[coco_eval][error]") {

@@ -156,18 +156,29 @@ inline FashionDetCanvas render_fashion_det_canvas(const FashionMnist& mnist, Rng
   const int64_t gw = W / kCell + 2, gh = H / kCell + 2;
   std::vector<double> grid(size_t(gw * gh * 3));  // [gh, gw, 3] in [-1, 1]
   for (auto& g : grid) g = rng.uniform() * 2 - 1;
+  // sin(fx x + fy y + phase) = sin(fx x) cos(fy y + phase) + cos(fx x) sin(fy y + phase):
+  // W + H sines instead of W * H.
+  std::vector<double> sx(static_cast<size_t>(W)), cx(static_cast<size_t>(W));  // [W]
+  for (int64_t x = 0; x < W; ++x) {
+    sx[x] = std::sin(fx * double(x));
+    cx[x] = std::cos(fx * double(x));
+  }
   for (int64_t y = 0; y < H; ++y) {
     const int64_t gy = y / kCell;
     const double ty = double(y % kCell) / kCell;
+    const double sy = std::sin(fy * double(y) + phase), cy = std::cos(fy * double(y) + phase);
+    const double* g0 = &grid[size_t(gy * gw * 3)];        // row gy
+    const double* g1 = &grid[size_t((gy + 1) * gw * 3)];  // row gy + 1
     for (int64_t x = 0; x < W; ++x) {
       const int64_t gx = x / kCell;
       const double tx = double(x % kCell) / kCell;
-      const double wave = amp * std::sin(fx * double(x) + fy * double(y) + phase);
+      const double wave = amp * (sx[x] * cy + cx[x] * sy);
+      uint8_t* p = out.image.at(y, x);
       for (int c = 0; c < 3; ++c) {
-        auto g = [&](int64_t yy, int64_t xx) { return grid[size_t((yy * gw + xx) * 3 + c)]; };
-        double v = (1 - ty) * ((1 - tx) * g(gy, gx) + tx * g(gy, gx + 1)) +
-                   ty * ((1 - tx) * g(gy + 1, gx) + tx * g(gy + 1, gx + 1));
-        out.image.at(y, x)[c] = uint8_t(std::clamp(std::lround(base[c] + wave + noise * v), 0L, 255L));
+        const int64_t i0 = gx * 3 + c, i1 = i0 + 3;
+        const double v = (1 - ty) * ((1 - tx) * g0[i0] + tx * g0[i1]) +
+                         ty * ((1 - tx) * g1[i0] + tx * g1[i1]);
+        p[c] = uint8_t(std::clamp(base[c] + wave + noise * v, 0.0, 255.0) + 0.5);
       }
     }
   }
@@ -186,14 +197,13 @@ inline FashionDetCanvas render_fashion_det_canvas(const FashionMnist& mnist, Rng
     const int64_t idx = rng.randint(0, mnist.size() - 1);
     const int64_t side = rng.randint(cfg.min_item_side, cfg.max_item_side);
     // The 28 x 28 garment as an alpha mask, resized like PIL's bilinear.
-    Image grey = Image::filled(28, 28);
-    for (int64_t i = 0; i < 28 * 28; ++i)
-      for (int c = 0; c < 3; ++c) grey.pixels.data()[i * 3 + c] = mnist.images.data()[idx * 784 + i];
-    Image alpha = resize(grey, side, side);
+    std::vector<uint8_t> alpha(size_t(side * side));  // [side, side]
+    internal::resize_interleaved(mnist.images.data() + idx * 784, 28, 28, 1, side, side,
+                                 alpha.data());
     int64_t bx0 = side, by0 = side, bx1 = -1, by1 = -1;  // tight box inside the item, inclusive
     for (int64_t y = 0; y < side; ++y)
       for (int64_t x = 0; x < side; ++x)
-        if (alpha.at(y, x)[0] >= kAlphaThreshold) {
+        if (alpha[size_t(y * side + x)] >= kAlphaThreshold) {
           bx0 = std::min(bx0, x), by0 = std::min(by0, y);
           bx1 = std::max(bx1, x), by1 = std::max(by1, y);
         }
@@ -214,12 +224,12 @@ inline FashionDetCanvas render_fashion_det_canvas(const FashionMnist& mnist, Rng
       if (!ok) continue;
       for (int64_t y = by0; y <= by1; ++y)
         for (int64_t x = bx0; x <= bx1; ++x) {
-          const int a = alpha.at(y, x)[0];
+          const int a = alpha[size_t(y * side + x)];
           if (a < kAlphaThreshold) continue;
           uint8_t* p = out.image.at(py + y, px + x);
           const double t = a / 255.0;
           for (int c = 0; c < 3; ++c)
-            p[c] = uint8_t(std::clamp(std::lround(p[c] * (1 - t) + tint[c] * t), 0L, 255L));
+            p[c] = uint8_t(std::clamp(p[c] * (1 - t) + tint[c] * t, 0.0, 255.0) + 0.5);
         }
       out.objects.push_back({box, int64_t(mnist.labels.data()[idx])});
       break;

@@ -179,33 +179,39 @@ inline ResampleTaps resample_taps(int64_t in, int64_t out) {
 }
 }  // namespace internal
 
+namespace internal {
+// Separable resampling of an interleaved [H, W, C] uint8 buffer into [height, width, C].
+inline void resize_interleaved(const uint8_t* src, int64_t H, int64_t W, int C, int64_t height,
+                               int64_t width, uint8_t* dst) {
+  auto tx = resample_taps(W, width);
+  auto ty = resample_taps(H, height);
+  std::vector<float> horiz(size_t(H * width * C));  // [H, width, C]
+  for (int64_t y = 0; y < H; ++y)
+    for (int64_t x = 0; x < width; ++x)
+      for (int c = 0; c < C; ++c) {
+        float acc = 0;
+        for (int k = 0; k < tx.count[x]; ++k)
+          acc += tx.weights[x * tx.max_taps + k] * src[(y * W + tx.first[x] + k) * C + c];
+        horiz[(y * width + x) * C + c] = acc;
+      }
+  for (int64_t y = 0; y < height; ++y)
+    for (int64_t x = 0; x < width; ++x)
+      for (int c = 0; c < C; ++c) {
+        float acc = 0;
+        for (int k = 0; k < ty.count[y]; ++k)
+          acc += ty.weights[y * ty.max_taps + k] * horiz[((ty.first[y] + k) * width + x) * C + c];
+        dst[(y * width + x) * C + c] = uint8_t(std::clamp(acc, 0.f, 255.f) + 0.5f);
+      }
+}
+}  // namespace internal
+
 // Resize to height x width with PIL's bilinear filter (antialiased when shrinking).
 inline Image resize(const Image& im, int64_t height, int64_t width) {
   DETR_CHECK(height > 0 && width > 0, "resize: target size " << height << " x " << width
                                                              << " must be positive");
-  const int64_t H = im.height(), W = im.width();
-  auto tx = internal::resample_taps(W, width);
-  auto ty = internal::resample_taps(H, height);
-  std::vector<float> horiz(size_t(H) * width * 3);  // [H, width, 3]
-  for (int64_t y = 0; y < H; ++y)
-    for (int64_t x = 0; x < width; ++x) {
-      float acc[3] = {0, 0, 0};
-      for (int k = 0; k < tx.count[x]; ++k) {
-        float w = tx.weights[x * tx.max_taps + k];
-        const uint8_t* p = im.at(y, tx.first[x] + k);
-        for (int c = 0; c < 3; ++c) acc[c] += w * p[c];
-      }
-      for (int c = 0; c < 3; ++c) horiz[(y * width + x) * 3 + c] = acc[c];
-    }
   Image out{Tensor<uint8_t>::empty({height, width, 3})};
-  for (int64_t y = 0; y < height; ++y)
-    for (int64_t x = 0; x < width; ++x)
-      for (int c = 0; c < 3; ++c) {
-        float acc = 0;
-        for (int k = 0; k < ty.count[y]; ++k)
-          acc += ty.weights[y * ty.max_taps + k] * horiz[((ty.first[y] + k) * width + x) * 3 + c];
-        out.at(y, x)[c] = uint8_t(std::clamp(std::lround(acc), 0L, 255L));
-      }
+  internal::resize_interleaved(im.pixels.data(), im.height(), im.width(), 3, height, width,
+                               out.pixels.data());
   return out;
 }
 

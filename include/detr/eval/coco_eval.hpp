@@ -15,11 +15,10 @@
 //   - accumulation concatenates images in ascending image id, stable-sorts by score,
 //     precision = tp / (tp + fp + eps), made monotone from the right, then read at the first
 //     index whose recall >= each recall point (np.searchsorted 'left'), 0 past the end;
-//   - a summary number is the mean of the entries that are not -1 (-1 when there are none).
+//   - a summary number is the mean of the entries that are not -1 (-1 when there are none),
+//     summed pairwise in numpy's order, so the 12 numbers are bit-identical to pycocotools'.
 // Detections whose category is not in the ground truth are ignored, as pycocotools does;
 // detections on an image that is not in the ground truth are an error (pycocotools asserts).
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -28,7 +27,6 @@
 #include <numeric>
 #include <ostream>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "detr/core/error.hpp"
@@ -89,6 +87,32 @@ inline double coco_box_iou(const std::array<double, 4>& d, const std::array<doub
 
 // evaluateImg's output for one (category, area range, image), detections already in score
 // order and cut to 100.
+// numpy's pairwise summation (DOUBLE_pairwise_sum: 8 partial sums in blocks of at most 128,
+// halves above that), so that a mean is the very double np.mean returns, not just close to it.
+inline double numpy_pairwise_sum(const double* a, size_t n) {
+  if (n < 8) {
+    double res = 0.;
+    for (size_t i = 0; i < n; ++i) res += a[i];
+    return res;
+  }
+  if (n <= 128) {
+    double r[8];
+    for (int j = 0; j < 8; ++j) r[j] = a[j];
+    size_t i = 8;
+    for (; i < n - (n % 8); i += 8)
+      for (int j = 0; j < 8; ++j) r[j] += a[i + j];
+    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) res += a[i];
+    return res;
+  }
+  size_t n2 = n / 2;
+  n2 -= n2 % 8;
+  return numpy_pairwise_sum(a, n2) + numpy_pairwise_sum(a + n2, n - n2);
+}
+inline double numpy_mean(const std::vector<double>& v) {
+  return (0.0 + numpy_pairwise_sum(v.data(), v.size())) / double(v.size());
+}
+
 struct CocoImageEval {
   bool present = false;             // false where pycocotools returns None
   std::vector<double> scores;       // [D]
@@ -148,7 +172,7 @@ class CocoEvaluator {
 
     // evalImgs, ordered [K, A, I] as pycocotools lays them out.
     std::vector<internal::CocoImageEval> evals(size_t(K * kA * I));
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic, 256)  // most (category, image) pairs are empty
     for (int64_t ki = 0; ki < K * I; ++ki) {
       const int64_t k = ki / I, i = ki % I;
       std::vector<const CocoAnnotation*> g;
@@ -346,29 +370,30 @@ class CocoEvaluator {
 
   void summarize(CocoEvalResult& res) const {
     const int64_t K = int64_t(res.precision.size() / (kT * kR * kA * kM));
-    // iou_index < 0: all thresholds. Mean of entries > -1, as _summarize.
+    std::vector<double> sel;
+    // np.mean(s[s > -1]) over entries visited in numpy's C order; -1 when none.
+    auto mean_selected = [&]() { return sel.empty() ? -1.0 : internal::numpy_mean(sel); };
+    // iou_index < 0: all thresholds.
     auto ap = [&](int iou_index, int a, int m) {
-      double sum = 0;
-      int64_t n = 0;
+      sel.clear();
       for (int t = 0; t < kT; ++t) {
         if (iou_index >= 0 && t != iou_index) continue;
         for (int r = 0; r < kR; ++r)
           for (int64_t k = 0; k < K; ++k) {
             double v = res.precision[(((size_t(t) * kR + r) * K + k) * kA + a) * kM + m];
-            if (v > -1) sum += v, ++n;
+            if (v > -1) sel.push_back(v);
           }
       }
-      return n ? sum / double(n) : -1.0;
+      return mean_selected();
     };
     auto ar = [&](int a, int m) {
-      double sum = 0;
-      int64_t n = 0;
+      sel.clear();
       for (int t = 0; t < kT; ++t)
         for (int64_t k = 0; k < K; ++k) {
           double v = res.recall[((size_t(t) * K + k) * kA + a) * kM + m];
-          if (v > -1) sum += v, ++n;
+          if (v > -1) sel.push_back(v);
         }
-      return n ? sum / double(n) : -1.0;
+      return mean_selected();
     };
     // np.where(iouThr == p.iouThrs): exact comparison, as pycocotools.
     auto iou_index = [&](double thr) {
@@ -381,14 +406,13 @@ class CocoEvaluator {
                  ar(3, 2)};
     res.per_category_ap.assign(size_t(K), -1.0);
     for (int64_t k = 0; k < K; ++k) {
-      double sum = 0;
-      int64_t n = 0;
+      sel.clear();
       for (int t = 0; t < kT; ++t)
         for (int r = 0; r < kR; ++r) {
           double v = res.precision[(((size_t(t) * kR + r) * K + k) * kA + 0) * kM + 2];
-          if (v > -1) sum += v, ++n;
+          if (v > -1) sel.push_back(v);
         }
-      res.per_category_ap[k] = n ? sum / double(n) : -1.0;
+      res.per_category_ap[k] = mean_selected();
     }
   }
 

@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -150,6 +151,21 @@ inline std::vector<Detection> load_detections(const std::string& path) {
   internal::DetectionsSax sax(path, dets);
   nlohmann::json::sax_parse(text, &sax);
   return dets;
+}
+
+// Write detections as a COCO results file (what load_detections and pycocotools' loadRes read).
+// Numbers are written with 17 significant digits, so a round trip is exact.
+inline void save_detections(const std::string& path, const std::vector<Detection>& dets) {
+  nlohmann::json doc = nlohmann::json::array();
+  for (const auto& d : dets)
+    doc.push_back({{"image_id", d.image_id},
+                   {"category_id", d.category_id},
+                   {"bbox", {d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]}},
+                   {"score", d.score}});
+  std::ofstream f(path);
+  DETR_CHECK(f.good(), "save_detections: cannot open " << path << " for writing");
+  f << doc.dump();
+  DETR_CHECK(f.good(), "save_detections: cannot write " << path);
 }
 
 }  // namespace detr
