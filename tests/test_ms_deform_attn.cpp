@@ -147,3 +147,25 @@ TEST_CASE("ms_deform_attn shape errors name the tensor and the expected shape", 
   REQUIRE_THROWS_WITH(ms_deform_attn(v, Tensor<int64_t>::from({2, 2}, {3, 4, 0, 3}), starts, loc, a),
                       Catch::Contains("level 1 is 0 x 3"));
 }
+
+#include "detr/ops/ms_deform_attn_math.hpp"
+
+TEST_CASE("bilinear_sample (shared CPU / CUDA body): pixel centres, corners, outside", "[ms_deform_attn]") {
+  internal::BilinearSample<double> s;
+  // The centre of pixel (y=1, x=2) of a 4 x 5 map: all weight on that pixel.
+  REQUIRE(internal::bilinear_sample(2.5 / 5.0, 1.5 / 4.0, 4, 5, s));
+  REQUIRE(s.offset[0] == 1 * 5 + 2);
+  REQUIRE(s.weight[0] == Approx(1.0));
+  REQUIRE(s.weight[1] + s.weight[2] + s.weight[3] == Approx(0.0).margin(1e-12));
+  // Half way between four pixels: equal quarters.
+  REQUIRE(internal::bilinear_sample(2.0 / 5.0, 1.0 / 4.0, 4, 5, s));
+  for (double w : s.weight) REQUIRE(w == Approx(0.25));
+  // Top-left corner of the map: only the (0, 0) neighbour lies inside.
+  REQUIRE(internal::bilinear_sample(0.0, 0.0, 4, 5, s));
+  REQUIRE(s.offset[0] == -1);
+  REQUIRE(s.offset[3] == 0);
+  REQUIRE(s.weight[3] == Approx(0.25));
+  // Wholly outside, and NaN: no sample.
+  REQUIRE_FALSE(internal::bilinear_sample(1.5, 0.5, 4, 5, s));
+  REQUIRE_FALSE(internal::bilinear_sample(std::nan(""), 0.5, 4, 5, s));
+}

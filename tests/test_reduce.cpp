@@ -141,3 +141,22 @@ TEST_CASE("max / argmax: first of ties, nan wins, gradient to the winner", "[red
   REQUIRE_GRADCHECK([](const V& v) { return max(v[0], -1, true).values; }, {y});
   REQUIRE_GRADCHECK([](const V& v) { return max(v[0], 0).values; }, {y});
 }
+
+#include "detr/ops/strided_loops.hpp"
+
+TEST_CASE("strided_loops: strided_copy transposes, broadcasts and coalesces", "[reduce][strided_loops]") {
+  // A [3, 4] row-major source copied into its transpose through strides.
+  std::vector<float> src(12), dst(12, -1.f);
+  for (int i = 0; i < 12; ++i) src[i] = float(i);
+  internal::strided_copy(src.data(), {4, 1}, dst.data(), {1, 3}, {3, 4});
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 4; ++c) REQUIRE(dst[c * 3 + r] == src[r * 4 + c]);
+  // Stride 0 on the source broadcasts one row to every destination row.
+  std::vector<float> out(8, 0.f);
+  internal::strided_copy(src.data(), {0, 1}, out.data(), {4, 1}, {2, 4});
+  for (int c = 0; c < 4; ++c) REQUIRE(out[4 + c] == src[c]);
+  // Contiguous on both sides coalesces into one run.
+  std::vector<float> flat(12, 0.f);
+  internal::strided_copy(src.data(), {4, 1}, flat.data(), {4, 1}, {3, 4});
+  REQUIRE(flat == src);
+}
