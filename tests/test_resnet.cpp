@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <sstream>
 
 #include "detr/nn/resnet.hpp"
@@ -180,7 +181,11 @@ void resnet_parity(const std::string& c, const std::vector<std::string>& grads, 
     INFO(c << " parameter " << name);
     auto it = std::find_if(params.begin(), params.end(), [&](auto& p) { return p.name == name; });
     REQUIRE(it != params.end());
-    REQUIRE_ALLCLOSE(it->var->grad(), ref.get<float>(c + ".grad." + name), rtol, atol);
+    // A weight gradient sums B H W products per element (conv1's reach |g| ~ 300 in r50), so
+    // float rounding of the large ones is ~1e-7 of the largest: atol scales with it.
+    const auto want = ref.get<float>(c + ".grad." + name);
+    const double scale = want.arr().abs().maxCoeff();
+    REQUIRE_ALLCLOSE(it->var->grad(), want, rtol, std::max(atol, 1e-6 * scale));
   }
 }
 }  // namespace
@@ -193,7 +198,7 @@ TEST_CASE("ResNet-18 / 50 with frozen norms match the PyTorch twin (C3-C5, input
   }
   SECTION("resnet50 / 32") {
     resnet_parity<ResNet<50, 32, float, BackboneNorm::Frozen>>(
-        "r50", {"conv1.weight", "layer2.0.downsample.0.weight", "layer4.2.conv3.weight"}, 1e-4, 1e-4);
+        "r50", {"conv1.weight", "layer2.0.downsample.0.weight", "layer4.2.conv3.weight"}, 1e-4, 1e-5);
   }
 }
 
