@@ -177,7 +177,8 @@ TEST_CASE("DetrTransformer rejects bad shapes", "[detr_transformer]") {
   REQUIRE_THROWS_WITH(m.forward(Var<float>(Tensor<float>::zeros({1, 6, 16})), {}, query, pos),
                       Catch::Contains("src must be [B, HW, 32]"));
   REQUIRE_THROWS_WITH(m.forward(src, {}, query, Var<float>(Tensor<float>::zeros({1, 5, 32}))),
-                      Catch::Contains("pos"));
+                      Catch::Contains("pos [1, 5, 32] must match src"));
+  REQUIRE_THROWS_WITH(m.forward(src, {}, query, Var<float>()), Catch::Contains("pos must be given"));
   REQUIRE_THROWS_WITH(m.forward(src, Tensor<uint8_t>::zeros({1, 5}), query, pos), Catch::Contains("mask must be"));
   REQUIRE_THROWS_WITH(m.forward(src, {}, Var<float>(Tensor<float>::zeros({3, 16})), pos),
                       Catch::Contains("query_embed must be"));

@@ -231,6 +231,7 @@ struct DetrTransformer {
     DETR_CHECK(src.rank() == 3 && src.dim(2) == D,
                "DetrTransformer<" << D << ", ...>: src must be [B, HW, " << D << "], got " << src.shape());
     const int64_t B = src.dim(0), L = src.dim(1);
+    DETR_CHECK(pos.defined(), "DetrTransformer: pos must be given, [B, HW, " << D << "] like src " << src.shape());
     DETR_CHECK(pos.shape() == src.shape(),
                "DetrTransformer: pos " << pos.shape() << " must match src " << src.shape());
     DETR_CHECK(!mask.defined() || mask.shape() == Shape({B, L}),
