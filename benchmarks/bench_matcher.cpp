@@ -27,9 +27,9 @@ void BM_matcher(benchmark::State& s) {
     b[0] = float(rng.uniform(0.2, 0.8)), b[1] = float(rng.uniform(0.2, 0.8));
     b[2] = float(rng.uniform(0.05, 0.4)), b[3] = float(rng.uniform(0.05, 0.4));
   }
-  std::vector<detr::Target<float>> targets;
+  std::vector<detr::BoxTarget<float>> targets;
   for (int64_t b = 0; b < B; ++b) {
-    detr::Target<float> t{detr::Tensor<int64_t>::empty({T}), detr::Tensor<float>::empty({T, 4})};
+    detr::BoxTarget<float> t{detr::Tensor<int64_t>::empty({T}), detr::Tensor<float>::empty({T, 4})};
     for (int64_t j = 0; j < T; ++j) {
       t.labels.data()[j] = rng.randint(0, C - 2);
       float* bx = t.boxes.data() + 4 * j;

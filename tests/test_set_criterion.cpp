@@ -9,8 +9,8 @@ using namespace detr;
 using detr::test::reference;
 
 namespace {
-std::vector<Target<float>> load_targets(const io::SafetensorsFile& ref) {
-  std::vector<Target<float>> t;
+std::vector<BoxTarget<float>> load_targets(const io::SafetensorsFile& ref) {
+  std::vector<BoxTarget<float>> t;
   for (int b = 0; b < 3; ++b)
     t.push_back({ref.get<int64_t>("target" + std::to_string(b) + ".labels"),
                  ref.get<float>("target" + std::to_string(b) + ".boxes")});
@@ -97,7 +97,7 @@ TEST_CASE("matcher and criterion errors name the image", "[criterion]") {
   HungarianMatcher<float> matcher;
   auto logits = Tensor<float>::zeros({2, 3, 4});
   auto boxes = Tensor<float>::full({2, 3, 4}, 0.25f);
-  std::vector<Target<float>> targets(2);
+  std::vector<BoxTarget<float>> targets(2);
   targets[1] = {Tensor<int64_t>::from({1}, {2}), Tensor<float>::from({1, 4}, {0.5f, 0.5f, 0.2f, 0.2f})};
   REQUIRE(matcher(logits, boxes, targets)[0].size() == 0);  // an image without objects is fine
   logits.at({1, 2, 0}) = NAN;
@@ -108,7 +108,7 @@ TEST_CASE("matcher and criterion errors name the image", "[criterion]") {
   targets[1].labels.data()[0] = 1;
   boxes.at({1, 0, 2}) = -0.5f;  // negative width: a degenerate predicted box
   REQUIRE_THROWS_WITH(matcher(logits, boxes, targets), Catch::Contains("image 1 predicted boxes box 0"));
-  REQUIRE_THROWS_WITH(matcher(logits, boxes, std::vector<Target<float>>(3)), Catch::Contains("3 targets for a batch of 2"));
+  REQUIRE_THROWS_WITH(matcher(logits, boxes, std::vector<BoxTarget<float>>(3)), Catch::Contains("3 targets for a batch of 2"));
 }
 
 TEST_CASE("criterion with no targets at all: boxes contribute 0, class loss still trains", "[criterion]") {
@@ -116,7 +116,7 @@ TEST_CASE("criterion with no targets at all: boxes contribute 0, class loss stil
   cc.num_classes = 3;
   SetCriterion<float> criterion(cc, HungarianMatcher<float>());
   Predictions<float> p{Var<float>(Tensor<float>::zeros({2, 5, 4}), true), Var<float>(Tensor<float>::full({2, 5, 4}, 0.3f), true)};
-  auto losses = criterion({p}, std::vector<Target<float>>(2));
+  auto losses = criterion({p}, std::vector<BoxTarget<float>>(2));
   REQUIRE(losses.final_layer().loss_bbox.item() == 0.f);
   REQUIRE(losses.class_error == 100.0);
   losses.total.backward();

@@ -70,7 +70,7 @@ class SetCriterion {
   }
 
   // layers: every decoder layer's predictions (auxiliary first, final last).
-  Losses<T> operator()(const std::vector<Predictions<T>>& layers, const std::vector<Target<T>>& targets,
+  Losses<T> operator()(const std::vector<Predictions<T>>& layers, const std::vector<BoxTarget<T>>& targets,
                        const Predictions<T>* encoder = nullptr) const {
     DETR_CHECK(!layers.empty(), "SetCriterion: no predictions given");
     int64_t n = 0;
@@ -80,7 +80,7 @@ class SetCriterion {
     for (size_t l = 0; l < layers.size(); ++l) out.layers.push_back(layer_losses(layers[l], targets, num_boxes));
     out.class_error = class_error(layers.back(), targets, out.layers.back().indices);
     if (encoder) {
-      std::vector<Target<T>> binary = targets;  // every object is class 0
+      std::vector<BoxTarget<T>> binary = targets;  // every object is class 0
       for (auto& t : binary) t.labels = Tensor<int64_t>::zeros(Shape{t.size()});
       out.encoder = layer_losses(*encoder, binary, num_boxes);
     }
@@ -108,7 +108,7 @@ class SetCriterion {
                "SetCriterion: boxes must be [B, Q, 4] matching logits " << p.logits.shape() << ", got " << p.boxes.shape());
   }
 
-  LayerLosses<T> layer_losses(const Predictions<T>& p, const std::vector<Target<T>>& targets, double num_boxes) const {
+  LayerLosses<T> layer_losses(const Predictions<T>& p, const std::vector<BoxTarget<T>>& targets, double num_boxes) const {
     check(p);
     const int64_t B = p.logits.dim(0), Q = p.logits.dim(1), C = p.logits.dim(2);
     LayerLosses<T> r;
@@ -163,7 +163,7 @@ class SetCriterion {
   }
 
   // 100 - top-1 accuracy (percent) of the matched queries' logits; 100 with no targets, as the reference.
-  double class_error(const Predictions<T>& p, const std::vector<Target<T>>& targets, const std::vector<MatchIndices>& ind) const {
+  double class_error(const Predictions<T>& p, const std::vector<BoxTarget<T>>& targets, const std::vector<MatchIndices>& ind) const {
     const int64_t Q = p.logits.dim(1), C = p.logits.dim(2);
     int64_t total = 0, right = 0;
     for (size_t b = 0; b < ind.size(); ++b)

@@ -15,9 +15,10 @@
 
 namespace detr {
 
-// One image's ground truth: labels [T] in [0, num_classes), boxes [T, 4] normalised cxcywh.
+// What matching needs of one image's ground truth: labels [T] in [0, num_classes) and boxes
+// [T, 4] normalised cxcywh (the labels and boxes of a normalised data Target, data/target.hpp).
 template <class T>
-struct Target {
+struct BoxTarget {
   Tensor<int64_t> labels;  // [T]
   Tensor<T> boxes;         // [T, 4]
   int64_t size() const { return labels.defined() ? labels.numel() : 0; }
@@ -46,10 +47,10 @@ struct MatchIndices {
 
 namespace internal {
 template <class T>
-void check_targets(const std::vector<Target<T>>& targets, int64_t B, int64_t num_classes, const char* who) {
+void check_targets(const std::vector<BoxTarget<T>>& targets, int64_t B, int64_t num_classes, const char* who) {
   DETR_CHECK(int64_t(targets.size()) == B, who << ": " << targets.size() << " targets for a batch of " << B << " images");
   for (int64_t b = 0; b < B; ++b) {
-    const Target<T>& t = targets[b];
+    const BoxTarget<T>& t = targets[b];
     const int64_t n = t.size();
     DETR_CHECK((n == 0 && (!t.boxes.defined() || t.boxes.numel() == 0)) ||
                    (t.labels.rank() == 1 && t.boxes.shape() == (Shape{n, 4})),
@@ -74,7 +75,7 @@ class HungarianMatcher {
   // logits [B, Q, C] (C = num_classes + 1 for softmax, num_classes for focal), boxes [B, Q, 4]
   // normalised cxcywh -> per image matched pairs.
   std::vector<MatchIndices> operator()(const Tensor<T>& logits, const Tensor<T>& boxes,
-                                       const std::vector<Target<T>>& targets) const {
+                                       const std::vector<BoxTarget<T>>& targets) const {
     DETR_CHECK(logits.rank() == 3 && boxes.rank() == 3 && boxes.dim(2) == 4 && boxes.dim(0) == logits.dim(0) &&
                    boxes.dim(1) == logits.dim(1),
                "HungarianMatcher: logits must be [B, Q, C] and boxes [B, Q, 4], got " << logits.shape() << " and " << boxes.shape());
@@ -97,7 +98,7 @@ class HungarianMatcher {
   }
 
   // The cost block of one image: [Q, T] (exposed for tests and tools).
-  Tensor<T> cost_matrix(const Tensor<T>& logits, const Tensor<T>& boxes, const Target<T>& tgt, int64_t image) const {
+  Tensor<T> cost_matrix(const Tensor<T>& logits, const Tensor<T>& boxes, const BoxTarget<T>& tgt, int64_t image) const {
     const int64_t Q = logits.dim(0), C = logits.dim(1), NT = tgt.size();
     auto cost = Tensor<T>::empty({Q, NT});
     if (NT == 0) return cost;
@@ -144,7 +145,7 @@ class HungarianMatcher {
   }
 
  private:
-  MatchIndices match_image(const Tensor<T>& logits, const Tensor<T>& boxes, const Target<T>& tgt, int64_t image) const {
+  MatchIndices match_image(const Tensor<T>& logits, const Tensor<T>& boxes, const BoxTarget<T>& tgt, int64_t image) const {
     MatchIndices m;
     if (tgt.size() == 0) return m;
     auto cost = cost_matrix(logits, boxes, tgt, image).template cast<double>();
