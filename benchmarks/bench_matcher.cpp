@@ -2,6 +2,7 @@
 // HungarianMatcher (costs + assignment) for 2 images x 300 queries x 20 targets, 91 classes.
 #include <benchmark/benchmark.h>
 
+#include "detr/core/rng.hpp"
 #include "detr/matcher/matcher.hpp"
 
 namespace {
