@@ -199,63 +199,68 @@ def random_boxes(*shape):
     return torch.cat([c, wh], -1)
 
 
-torch.manual_seed(0)
-out = {}
-NUM_CLASSES, B, Q = 7, 3, 30
-sizes = [4, 0, 9]  # an image without objects in the middle
-targets = []
-for b, n in enumerate(sizes):
-    t = {"labels": torch.randint(0, NUM_CLASSES, (n,)), "boxes": random_boxes(n)}
-    targets.append(t)
-    out[f"target{b}.labels"] = t["labels"]
-    out[f"target{b}.boxes"] = t["boxes"]
+def main():
+    torch.manual_seed(0)
+    out = {}
+    NUM_CLASSES, B, Q = 7, 3, 30
+    sizes = [4, 0, 9]  # an image without objects in the middle
+    targets = []
+    for b, n in enumerate(sizes):
+        t = {"labels": torch.randint(0, NUM_CLASSES, (n,)), "boxes": random_boxes(n)}
+        targets.append(t)
+        out[f"target{b}.labels"] = t["labels"]
+        out[f"target{b}.boxes"] = t["boxes"]
 
 
-def run(name, focal, n_aux, two_stage):
-    C = NUM_CLASSES if focal else NUM_CLASSES + 1
-    weights = {"loss_ce": 2.0 if focal else 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
-    matcher = HungarianMatcher(cost_class=2.0 if focal else 1.0, cost_bbox=5.0, cost_giou=2.0, focal=focal)
-    crit = SetCriterion(NUM_CLASSES, matcher, weights, eos_coef=0.1, focal=focal)
-    layers = []
-    for l in range(n_aux + 1):
-        layers.append({"pred_logits": (torch.randn(B, Q, C) * 2).requires_grad_(),
-                       "pred_boxes": random_boxes(B, Q).requires_grad_()})
-    outputs = dict(layers[-1])
-    outputs["aux_outputs"] = layers[:-1]
-    if two_stage:
-        enc = {"pred_logits": (torch.randn(B, Q, C) * 2).requires_grad_(), "pred_boxes": random_boxes(B, Q).requires_grad_()}
-        outputs["enc_outputs"] = enc
-    losses, indices = crit(outputs, targets)
-    total = sum(losses[k] * weights[k.rsplit("_", 1)[0] if k.rsplit("_", 1)[-1].isdigit() or k.endswith("_enc") else k]
-                for k in losses if k.startswith("loss"))
-    total.backward()
-    out[f"{name}.total"] = total.detach().reshape([])
-    for k, v in losses.items():
-        out[f"{name}.{k}"] = v.detach().reshape([]).float()
-    for l, lay in enumerate(layers):
-        out[f"{name}.layer{l}.logits"] = lay["pred_logits"]
-        out[f"{name}.layer{l}.boxes"] = lay["pred_boxes"]
-        out[f"{name}.layer{l}.grad_logits"] = lay["pred_logits"].grad
-        out[f"{name}.layer{l}.grad_boxes"] = lay["pred_boxes"].grad
-    if two_stage:
-        out[f"{name}.enc.logits"] = enc["pred_logits"]
-        out[f"{name}.enc.boxes"] = enc["pred_boxes"]
-        out[f"{name}.enc.grad_logits"] = enc["pred_logits"].grad
-        out[f"{name}.enc.grad_boxes"] = enc["pred_boxes"].grad
-    for key, ind in indices.items():
-        for b, (i, j) in enumerate(ind):
-            out[f"{name}.indices.{key}.{b}.query"] = i
-            out[f"{name}.indices.{key}.{b}.target"] = j
-    return layers[-1]
+    def run(name, focal, n_aux, two_stage):
+        C = NUM_CLASSES if focal else NUM_CLASSES + 1
+        weights = {"loss_ce": 2.0 if focal else 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+        matcher = HungarianMatcher(cost_class=2.0 if focal else 1.0, cost_bbox=5.0, cost_giou=2.0, focal=focal)
+        crit = SetCriterion(NUM_CLASSES, matcher, weights, eos_coef=0.1, focal=focal)
+        layers = []
+        for l in range(n_aux + 1):
+            layers.append({"pred_logits": (torch.randn(B, Q, C) * 2).requires_grad_(),
+                           "pred_boxes": random_boxes(B, Q).requires_grad_()})
+        outputs = dict(layers[-1])
+        outputs["aux_outputs"] = layers[:-1]
+        if two_stage:
+            enc = {"pred_logits": (torch.randn(B, Q, C) * 2).requires_grad_(), "pred_boxes": random_boxes(B, Q).requires_grad_()}
+            outputs["enc_outputs"] = enc
+        losses, indices = crit(outputs, targets)
+        total = sum(losses[k] * weights[k.rsplit("_", 1)[0] if k.rsplit("_", 1)[-1].isdigit() or k.endswith("_enc") else k]
+                    for k in losses if k.startswith("loss"))
+        total.backward()
+        out[f"{name}.total"] = total.detach().reshape([])
+        for k, v in losses.items():
+            out[f"{name}.{k}"] = v.detach().reshape([]).float()
+        for l, lay in enumerate(layers):
+            out[f"{name}.layer{l}.logits"] = lay["pred_logits"]
+            out[f"{name}.layer{l}.boxes"] = lay["pred_boxes"]
+            out[f"{name}.layer{l}.grad_logits"] = lay["pred_logits"].grad
+            out[f"{name}.layer{l}.grad_boxes"] = lay["pred_boxes"].grad
+        if two_stage:
+            out[f"{name}.enc.logits"] = enc["pred_logits"]
+            out[f"{name}.enc.boxes"] = enc["pred_boxes"]
+            out[f"{name}.enc.grad_logits"] = enc["pred_logits"].grad
+            out[f"{name}.enc.grad_boxes"] = enc["pred_boxes"].grad
+        for key, ind in indices.items():
+            for b, (i, j) in enumerate(ind):
+                out[f"{name}.indices.{key}.{b}.query"] = i
+                out[f"{name}.indices.{key}.{b}.target"] = j
+        return layers[-1]
 
 
-detr_final = run("detr", focal=False, n_aux=2, two_stage=False)
-deform_final = run("deformable", focal=True, n_aux=2, two_stage=True)
+    detr_final = run("detr", focal=False, n_aux=2, two_stage=False)
+    deform_final = run("deformable", focal=True, n_aux=2, two_stage=True)
 
-sizes_hw = torch.tensor([[480, 640], [600, 400], [333, 517]], dtype=torch.float32)
-out["image_sizes"] = sizes_hw
-s, l, bx = postprocess_detr(detr_final["pred_logits"].detach(), detr_final["pred_boxes"].detach(), sizes_hw)
-out["post_detr.scores"], out["post_detr.labels"], out["post_detr.boxes"] = s, l, bx
-s, l, bx = postprocess_deformable(deform_final["pred_logits"].detach(), deform_final["pred_boxes"].detach(), sizes_hw, k=100)
-out["post_deformable.scores"], out["post_deformable.labels"], out["post_deformable.boxes"] = s, l, bx
-save("set_criterion", out)
+    sizes_hw = torch.tensor([[480, 640], [600, 400], [333, 517]], dtype=torch.float32)
+    out["image_sizes"] = sizes_hw
+    s, l, bx = postprocess_detr(detr_final["pred_logits"].detach(), detr_final["pred_boxes"].detach(), sizes_hw)
+    out["post_detr.scores"], out["post_detr.labels"], out["post_detr.boxes"] = s, l, bx
+    s, l, bx = postprocess_deformable(deform_final["pred_logits"].detach(), deform_final["pred_boxes"].detach(), sizes_hw, k=100)
+    out["post_deformable.scores"], out["post_deformable.labels"], out["post_deformable.boxes"] = s, l, bx
+    save("set_criterion", out)
+
+
+if __name__ == "__main__":
+    main()
