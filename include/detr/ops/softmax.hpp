@@ -20,8 +20,12 @@ inline void softmax_row(T* row, int64_t n) {
     r.setZero();
     return;
   }
-  // Eigen's vectorised exp; masked (-inf) entries are set to exactly 0.
-  r = (r == ninf).select(T(0), (r - m).exp());
+  // Eigen's vectorised exp (a select() around it would fall back to scalar expf). Its exp(-inf)
+  // is ~1e-39 rather than 0, so results below the smallest normal number, which are masked
+  // entries or weights too small to matter next to the row maximum's 1, are flushed to exactly 0.
+  r = (r - m).exp();
+  const T tiny = std::numeric_limits<T>::min();
+  for (int64_t j = 0; j < n; ++j) row[j] = row[j] < tiny ? T(0) : row[j];
   r *= T(1) / r.sum();
 }
 
