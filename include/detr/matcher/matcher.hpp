@@ -102,17 +102,20 @@ class HungarianMatcher {
     const int64_t Q = logits.dim(0), C = logits.dim(1), NT = tgt.size();
     auto cost = Tensor<T>::empty({Q, NT});
     if (NT == 0) return cost;
-    // Class probabilities of each query, as the reference computes them in float.
+    // Class probabilities of each query, as the reference computes them in float; the softmax
+    // uses Eigen's vectorised exp, the sigmoid is only needed for the targets' labels.
     auto prob = Tensor<T>::empty({Q, C});
     for (int64_t q = 0; q < Q; ++q) {
-      const T* l = logits.data() + q * C;
-      T* p = prob.data() + q * C;
+      Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> l(logits.data() + q * C, C);
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> p(prob.data() + q * C, C);
       if (cfg_.class_cost == ClassCost::softmax) {
-        T m = *std::max_element(l, l + C), s = 0;
-        for (int64_t c = 0; c < C; ++c) s += (p[c] = std::exp(l[c] - m));
-        for (int64_t c = 0; c < C; ++c) p[c] /= s;
+        p = (l - l.maxCoeff()).exp();
+        p /= p.sum();
       } else {
-        for (int64_t c = 0; c < C; ++c) p[c] = T(1) / (T(1) + std::exp(-l[c]));
+        for (int64_t j = 0; j < NT; ++j) {
+          const int64_t c = tgt.labels.data()[j];
+          p[c] = T(1) / (T(1) + std::exp(-l[c]));
+        }
       }
     }
     auto pred_xyxy = box_cxcywh_to_xyxy(Var<T>(boxes)).value();
