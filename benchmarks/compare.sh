@@ -8,7 +8,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build}
 PY=${PYTHON:-/usr/bin/python3}
-export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE
+export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
+# Each side at its best: PyTorch's two thread pools fight over the 2 cores unless its OpenMP
+# threads sleep (PASSIVE); ours have one pool and lose ~20-60% if they sleep between regions.
+TORCH_ENV="OMP_WAIT_POLICY=PASSIVE"
 
 build() {
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -55,7 +58,7 @@ case_mha() {
   local out=$(mktemp) ref=$(mktemp)
   "$BUILD/benchmarks/bench_mha" --benchmark_repetitions=5 --benchmark_min_time=0.5 \
     --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
-  "$PY" "$ROOT/benchmarks/reference/mha.py" 20 | tee "$ref"
+  env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/mha.py" 20 | tee "$ref"
   "$PY" - "$out" "$ref" <<'PYEOF'
 import json, sys
 ours = {b["run_name"].split("/")[0].replace("BM_mha_", ""): b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"]
@@ -74,7 +77,7 @@ case_msda() {
   local out=$(mktemp) ref=$(mktemp)
   "$BUILD/benchmarks/bench_ms_deform_attn" --benchmark_repetitions=5 --benchmark_min_time=0.5 \
     --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
-  "$PY" "$ROOT/benchmarks/reference/msda.py" 5 | tee "$ref"
+  env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/msda.py" 5 | tee "$ref"
   "$PY" - "$out" "$ref" <<'PYEOF'
 import json, sys
 ours = {b["run_name"].split("/")[0].replace("BM_msda_", ""): b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"]
@@ -94,7 +97,7 @@ case_matcher() {
   local out=$(mktemp) ref=$(mktemp)
   "$BUILD/benchmarks/bench_matcher" --benchmark_repetitions=5 --benchmark_min_time=0.2 \
     --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
-  "$PY" "$ROOT/benchmarks/reference/matcher.py" 50 | tee "$ref"
+  env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/matcher.py" 50 | tee "$ref"
   "$PY" - "$out" "$ref" <<'PYEOF'
 import json, math, sys
 ours = {b["run_name"].replace("BM_", "").replace("/real_time", ""): b["real_time"]
@@ -126,7 +129,7 @@ case_cocoeval() {
   local cpp py cpp1
   cpp="$("$BUILD/benchmarks/cocoeval_bench" "$dir" 5)"
   cpp1="$(OMP_NUM_THREADS=1 "$BUILD/benchmarks/cocoeval_bench" "$dir" 5)"
-  py="$("$PY" "$ROOT/benchmarks/reference/cocoeval_bench.py" "$dir" 3)"
+  py="$(env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/cocoeval_bench.py" "$dir" 3)"
   "$PY" - "$cpp" "$cpp1" "$py" <<'PY'
 import json, sys
 cpp, cpp1, py = (json.loads(a) for a in sys.argv[1:4])
