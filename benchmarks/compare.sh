@@ -52,43 +52,32 @@ print(f'gemm 1024^3 on 2 threads: detr {o:.2f} ms ({2*1024**3/o/1e6:.1f} GFLOP/s
 print(f'gemm: fraction of openblas = {t/o:.2f}')"
 }
 
-case_mha() {
+# A Google Benchmark binary against its PyTorch twin: per-case medians side by side, then the
+# summary line from the encoder forward+backward case.
+#   gbench_vs_torch <name> <benchmark target> <twin script> <twin repetitions>
+gbench_vs_torch() {
+  local name=$1 target=$2 script=$3 reps=$4
   need_torch
-  build bench_mha
+  build "$target"
   local out=$(mktemp) ref=$(mktemp)
-  "$BUILD/benchmarks/bench_mha" --benchmark_repetitions=5 --benchmark_min_time=0.5 \
+  "$BUILD/benchmarks/$target" --benchmark_repetitions=5 --benchmark_min_time=0.5 \
     --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
-  env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/mha.py" 20 | tee "$ref"
-  "$PY" - "$out" "$ref" <<'PYEOF'
+  env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/$script" "$reps" | tee "$ref"
+  "$PY" - "$out" "$ref" "$name" <<'PYEOF'
 import json, sys
-ours = {b["run_name"].split("/")[0].replace("BM_mha_", ""): b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"]
-        if b.get("aggregate_name") == "median"}
+name = sys.argv[3]
+ours = {b["run_name"].split("/")[0].replace(f"BM_{name}_", ""): b["real_time"]
+        for b in json.load(open(sys.argv[1]))["benchmarks"] if b.get("aggregate_name") == "median"}
 ref = dict(l.split() for l in open(sys.argv[2]) if not l.startswith("torch"))
-for name, ms in ours.items():
-    t = float(ref[name])
-    print(f"{name:32s} detr {ms:8.2f} ms   pytorch {t:8.2f} ms   speedup {t / ms:5.2f}x")
-print(f"mha: speedup vs pytorch = {float(ref['encoder_forward_backward']) / ours['encoder_forward_backward']:.2f}x")
+for case, ms in ours.items():
+    t = float(ref[case])
+    print(f"{case:32s} detr {ms:8.2f} ms   pytorch {t:8.2f} ms   speedup {t / ms:5.2f}x")
+print(f"{name}: speedup vs pytorch = {float(ref['encoder_forward_backward']) / ours['encoder_forward_backward']:.2f}x")
 PYEOF
 }
 
-case_msda() {
-  need_torch
-  build bench_ms_deform_attn
-  local out=$(mktemp) ref=$(mktemp)
-  "$BUILD/benchmarks/bench_ms_deform_attn" --benchmark_repetitions=5 --benchmark_min_time=0.5 \
-    --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
-  env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/msda.py" 5 | tee "$ref"
-  "$PY" - "$out" "$ref" <<'PYEOF'
-import json, sys
-ours = {b["run_name"].split("/")[0].replace("BM_msda_", ""): b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"]
-        if b.get("aggregate_name") == "median"}
-ref = dict(l.split() for l in open(sys.argv[2]) if not l.startswith("torch"))
-for name, ms in ours.items():
-    t = float(ref[name])
-    print(f"{name:32s} detr {ms:8.2f} ms   pytorch {t:8.2f} ms   speedup {t / ms:5.2f}x")
-print(f"msda: speedup vs pytorch = {float(ref['encoder_forward_backward']) / ours['encoder_forward_backward']:.2f}x")
-PYEOF
-}
+case_mha() { gbench_vs_torch mha bench_mha mha.py 20; }
+case_msda() { gbench_vs_torch msda bench_ms_deform_attn msda.py 5; }
 
 # Matching: linear_sum_assignment vs scipy, and the whole matcher vs DETR's torch + scipy code.
 case_matcher() {
