@@ -50,3 +50,4 @@
 #include "detr/matcher/matcher.hpp"
 #include "detr/loss/set_criterion.hpp"
 #include "detr/optim/optimizer.hpp"
+#include "detr/models/detector.hpp"
