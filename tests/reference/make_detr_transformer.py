@@ -242,40 +242,41 @@ def _get_activation_fn(activation):
     raise RuntimeError(f"activation should be relu, not {activation}.")
 
 
-torch.manual_seed(0)
-D, H, FF, B, HH, WW, Q = 32, 4, 64, 2, 5, 6, 7
-model = Transformer(d_model=D, nhead=H, num_encoder_layers=2, num_decoder_layers=2,
-                    dim_feedforward=FF, dropout=0.1, return_intermediate_dec=True)
-with torch.no_grad():  # non-default biases and norms, so a mix-up of names shows
-    for k, p in model.named_parameters():
-        if p.dim() == 1:
-            p.add_(torch.randn_like(p) * 0.1)
-model.eval()
+if __name__ == "__main__":  # importable: later scripts reuse the classes above
+    torch.manual_seed(0)
+    D, H, FF, B, HH, WW, Q = 32, 4, 64, 2, 5, 6, 7
+    model = Transformer(d_model=D, nhead=H, num_encoder_layers=2, num_decoder_layers=2,
+                        dim_feedforward=FF, dropout=0.1, return_intermediate_dec=True)
+    with torch.no_grad():  # non-default biases and norms, so a mix-up of names shows
+        for k, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
 
-src = torch.randn(B, D, HH, WW, requires_grad=True)
-pos = torch.randn(B, D, HH, WW, requires_grad=True)
-mask = torch.zeros(B, HH, WW, dtype=torch.bool)
-mask[1, :, 4:] = True  # the second image is 5x4, padded to 5x6
-query_embed = torch.randn(Q, D, requires_grad=True)
+    src = torch.randn(B, D, HH, WW, requires_grad=True)
+    pos = torch.randn(B, D, HH, WW, requires_grad=True)
+    mask = torch.zeros(B, HH, WW, dtype=torch.bool)
+    mask[1, :, 4:] = True  # the second image is 5x4, padded to 5x6
+    query_embed = torch.randn(Q, D, requires_grad=True)
 
-hs, memory = model(src, mask, query_embed, pos)
-memory_bf = memory.flatten(2).transpose(1, 2)  # [B, HW, D]
-grad_hs = torch.randn_like(hs)
-grad_memory = torch.randn_like(memory_bf)
-(hs * grad_hs).sum().add_((memory_bf * grad_memory).sum()).backward()
+    hs, memory = model(src, mask, query_embed, pos)
+    memory_bf = memory.flatten(2).transpose(1, 2)  # [B, HW, D]
+    grad_hs = torch.randn_like(hs)
+    grad_memory = torch.randn_like(memory_bf)
+    (hs * grad_hs).sum().add_((memory_bf * grad_memory).sum()).backward()
 
-bf = lambda t: t.flatten(2).transpose(1, 2)  # [B, D, H, W] -> [B, HW, D]
-out = {
-    "src": bf(src), "pos": bf(pos), "mask": mask.flatten(1), "query_embed": query_embed,
-    "hs": hs, "memory": memory_bf, "grad_hs": grad_hs, "grad_memory": grad_memory,
-    "grad.src": bf(src.grad), "grad.pos": bf(pos.grad), "grad.query_embed": query_embed.grad,
-}
-sd = model.state_dict()
-params = dict(model.named_parameters())
-for k in ["encoder.layers.0.self_attn.in_proj_weight", "encoder.layers.1.linear1.weight",
-          "encoder.layers.0.norm1.weight", "decoder.layers.0.multihead_attn.in_proj_weight",
-          "decoder.layers.1.self_attn.out_proj.weight", "decoder.layers.1.linear2.bias",
-          "decoder.layers.0.norm3.weight", "decoder.norm.weight", "decoder.norm.bias"]:
-    out["grad." + k] = params[k].grad
-save("detr_transformer", out)
-save("detr_transformer_weights", dict(sd))
+    bf = lambda t: t.flatten(2).transpose(1, 2)  # [B, D, H, W] -> [B, HW, D]
+    out = {
+        "src": bf(src), "pos": bf(pos), "mask": mask.flatten(1), "query_embed": query_embed,
+        "hs": hs, "memory": memory_bf, "grad_hs": grad_hs, "grad_memory": grad_memory,
+        "grad.src": bf(src.grad), "grad.pos": bf(pos.grad), "grad.query_embed": query_embed.grad,
+    }
+    sd = model.state_dict()
+    params = dict(model.named_parameters())
+    for k in ["encoder.layers.0.self_attn.in_proj_weight", "encoder.layers.1.linear1.weight",
+              "encoder.layers.0.norm1.weight", "decoder.layers.0.multihead_attn.in_proj_weight",
+              "decoder.layers.1.self_attn.out_proj.weight", "decoder.layers.1.linear2.bias",
+              "decoder.layers.0.norm3.weight", "decoder.norm.weight", "decoder.norm.bias"]:
+        out["grad." + k] = params[k].grad
+    save("detr_transformer", out)
+    save("detr_transformer_weights", dict(sd))

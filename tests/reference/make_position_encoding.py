@@ -67,22 +67,23 @@ class PositionEmbeddingLearned(nn.Module):
         ], dim=-1).permute(2, 0, 1).unsqueeze(0).repeat(mask.shape[0], 1, 1, 1)
 
 
-B, H, W, N = 3, 7, 10, 16
-mask = torch.ones(B, H, W, dtype=torch.bool)
-for b, (h, w) in enumerate([(7, 10), (4, 9), (6, 3)]):
-    mask[b, :h, :w] = False
-out = {"mask": mask}
-out["sine.out"] = PositionEmbeddingSine(N, normalize=True)(mask)
-out["sine_deformable.out"] = PositionEmbeddingSine(N, normalize=True, deformable=True)(mask)
-out["sine_raw.out"] = PositionEmbeddingSine(N, normalize=False)(mask)
+if __name__ == "__main__":  # importable: later scripts reuse the classes above
+    B, H, W, N = 3, 7, 10, 16
+    mask = torch.ones(B, H, W, dtype=torch.bool)
+    for b, (h, w) in enumerate([(7, 10), (4, 9), (6, 3)]):
+        mask[b, :h, :w] = False
+    out = {"mask": mask}
+    out["sine.out"] = PositionEmbeddingSine(N, normalize=True)(mask)
+    out["sine_deformable.out"] = PositionEmbeddingSine(N, normalize=True, deformable=True)(mask)
+    out["sine_raw.out"] = PositionEmbeddingSine(N, normalize=False)(mask)
 
-learned = PositionEmbeddingLearned(N)
-pos = learned(mask)
-g = torch.randn_like(pos)
-pos.backward(g)
-out["learned.out"] = pos
-out["learned.grad_out"] = g
-for k, p in learned.named_parameters():
-    out[f"learned.{k}"] = p.detach().clone()
-    out[f"learned.grad.{k}"] = p.grad
-save("position_encoding", out)
+    learned = PositionEmbeddingLearned(N)
+    pos = learned(mask)
+    g = torch.randn_like(pos)
+    pos.backward(g)
+    out["learned.out"] = pos
+    out["learned.grad_out"] = g
+    for k, p in learned.named_parameters():
+        out[f"learned.{k}"] = p.detach().clone()
+        out[f"learned.grad.{k}"] = p.grad
+    save("position_encoding", out)

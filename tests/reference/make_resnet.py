@@ -121,57 +121,58 @@ class ResNet(nn.Module):
         return c3, c4, c5
 
 
-out = {}
-x = torch.randn(2, 3, 50, 66)  # odd sizes: every stride-2 stage rounds
+if __name__ == "__main__":  # importable: later scripts reuse the classes above
+    out = {}
+    x = torch.randn(2, 3, 50, 66)  # odd sizes: every stride-2 stage rounds
 
 
-def case(name, block, layers, width_div, grads):
-    net = ResNet(block, layers, width_div, FrozenBatchNorm2d)
-    with torch.no_grad():
-        for n, m in net.named_modules():
-            if isinstance(m, nn.Conv2d):
-                # He (fan_in) scale, and small last norms of each residual branch below, so the
-                # activations stay O(1) through the residual sums as in a trained network.
-                m.weight.normal_(0.0, (2.0 / (m.in_channels * m.kernel_size[0] ** 2)) ** 0.5)
-            if isinstance(m, FrozenBatchNorm2d):
-                last = n.endswith("bn3") or (block is BasicBlock and n.endswith("bn2"))
-                m.weight.uniform_(0.1, 0.4) if last else m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.2)
-                m.running_mean.normal_(0.0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    xi = x.clone().requires_grad_(True)
-    c3, c4, c5 = net(xi)
-    gs = [torch.randn_like(c) for c in (c3, c4, c5)]
-    ((c3 * gs[0]).sum() + (c4 * gs[1]).sum() + (c5 * gs[2]).sum()).backward()
-    for k, v in net.state_dict().items():
-        out[f"{name}.{k}"] = v.clone()
-    for k, v in zip(("c3", "c4", "c5"), (c3, c4, c5)):
-        out[f"{name}.{k}"] = v
-        print(name, k, tuple(v.shape), "max |value|", v.abs().max().item())
-    for k, g in zip(("c3", "c4", "c5"), gs):
-        out[f"{name}.grad_{k}"] = g
-    out[f"{name}.grad.x"] = xi.grad
-    params = dict(net.named_parameters())
-    for g in grads:
-        out[f"{name}.grad.{g}"] = params[g].grad
+    def case(name, block, layers, width_div, grads):
+        net = ResNet(block, layers, width_div, FrozenBatchNorm2d)
+        with torch.no_grad():
+            for n, m in net.named_modules():
+                if isinstance(m, nn.Conv2d):
+                    # He (fan_in) scale, and small last norms of each residual branch below, so the
+                    # activations stay O(1) through the residual sums as in a trained network.
+                    m.weight.normal_(0.0, (2.0 / (m.in_channels * m.kernel_size[0] ** 2)) ** 0.5)
+                if isinstance(m, FrozenBatchNorm2d):
+                    last = n.endswith("bn3") or (block is BasicBlock and n.endswith("bn2"))
+                    m.weight.uniform_(0.1, 0.4) if last else m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0.0, 0.2)
+                    m.running_mean.normal_(0.0, 0.2)
+                    m.running_var.uniform_(0.5, 1.5)
+        xi = x.clone().requires_grad_(True)
+        c3, c4, c5 = net(xi)
+        gs = [torch.randn_like(c) for c in (c3, c4, c5)]
+        ((c3 * gs[0]).sum() + (c4 * gs[1]).sum() + (c5 * gs[2]).sum()).backward()
+        for k, v in net.state_dict().items():
+            out[f"{name}.{k}"] = v.clone()
+        for k, v in zip(("c3", "c4", "c5"), (c3, c4, c5)):
+            out[f"{name}.{k}"] = v
+            print(name, k, tuple(v.shape), "max |value|", v.abs().max().item())
+        for k, g in zip(("c3", "c4", "c5"), gs):
+            out[f"{name}.grad_{k}"] = g
+        out[f"{name}.grad.x"] = xi.grad
+        params = dict(net.named_parameters())
+        for g in grads:
+            out[f"{name}.grad.{g}"] = params[g].grad
 
 
-out["x"] = x
-case("r18", BasicBlock, [2, 2, 2, 2], 32,
-     ["conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight"])
-case("r50", Bottleneck, [3, 4, 6, 3], 32,
-     ["conv1.weight", "layer2.0.downsample.0.weight", "layer4.2.conv3.weight"])
+    out["x"] = x
+    case("r18", BasicBlock, [2, 2, 2, 2], 32,
+         ["conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight"])
+    case("r50", Bottleneck, [3, 4, 6, 3], 32,
+         ["conv1.weight", "layer2.0.downsample.0.weight", "layer4.2.conv3.weight"])
 
 
-def shapes(block, layers):
-    """Names and shapes of the full-width torchvision state_dict (trainable BatchNorm2d)."""
-    net = ResNet(block, layers, 1, nn.BatchNorm2d)
-    return {k: list(v.shape) for k, v in net.state_dict().items()}
+    def shapes(block, layers):
+        """Names and shapes of the full-width torchvision state_dict (trainable BatchNorm2d)."""
+        net = ResNet(block, layers, 1, nn.BatchNorm2d)
+        return {k: list(v.shape) for k, v in net.state_dict().items()}
 
 
-meta = {}
-for n, b, l in (("resnet18", BasicBlock, [2, 2, 2, 2]), ("resnet34", BasicBlock, [3, 4, 6, 3]),
-                ("resnet50", Bottleneck, [3, 4, 6, 3])):
-    s = shapes(b, l)
-    meta[n] = ";".join(f"{k}:{'x'.join(map(str, v))}" for k, v in s.items())
-save("resnet", out, metadata=meta)
+    meta = {}
+    for n, b, l in (("resnet18", BasicBlock, [2, 2, 2, 2]), ("resnet34", BasicBlock, [3, 4, 6, 3]),
+                    ("resnet50", Bottleneck, [3, 4, 6, 3])):
+        s = shapes(b, l)
+        meta[n] = ";".join(f"{k}:{'x'.join(map(str, v))}" for k, v in s.items())
+    save("resnet", out, metadata=meta)
