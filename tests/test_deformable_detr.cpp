@@ -87,7 +87,7 @@ int check_parity(const std::string& variant) {
   }
   REQUIRE(out.encoder.has_value() == M::two_stage);
   if (out.encoder) {
-    REQUIRE(out.encoder->logits.shape() == Shape({2, 108, kClasses}));
+    REQUIRE(out.encoder->logits.shape() == Shape({2, 256, kClasses}));
     REQUIRE_ALLCLOSE(out.encoder->logits.value(), ref.get<float>(variant + ".enc.logits"), 1e-4, 1e-5);
     REQUIRE_ALLCLOSE(out.encoder->boxes.value(), ref.get<float>(variant + ".enc.boxes"), 1e-4, 1e-5);
   }
@@ -106,7 +106,14 @@ int check_parity(const std::string& variant) {
     if (!ref.contains(key)) continue;
     INFO(variant << " parameter " << p.name);
     REQUIRE(p.var->grad().defined());
-    REQUIRE_ALLCLOSE(p.var->grad(), ref.get<float>(key), 1e-3, 1e-5);
+    // The backbone's and the input projections' gradients sum many large terms that cancel
+    // (torch's own float32 result is off its float64 one by ~3e-6 of the largest entry), so the
+    // absolute tolerance scales with the tensor's largest entry.
+    const auto expected = ref.get<float>(key);
+    const auto e = expected.to_vector();
+    float largest = 0;
+    for (float v : e) largest = std::max(largest, std::abs(v));
+    REQUIRE_ALLCLOSE(p.var->grad(), expected, 1e-4, std::max(1e-5, 2e-5 * double(largest)));
     ++checked;
   }
   return checked;

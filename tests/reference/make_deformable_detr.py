@@ -188,6 +188,26 @@ class Joiner(nn.Sequential):
 
 
 # ---------------------------------------------------------------- MSDeformAttn
+# The gradient of bilinear sampling with respect to the location jumps at integer pixel
+# coordinates, where float rounding decides the cell; the test data keeps every location at
+# least this far (in pixels) from such a boundary (well above the float rounding of the pixel
+# coordinates, ~1e-6 px here), so both implementations pick the same cells. Padding queries of
+# the encoder are left out: no gradient reaches them.
+MIN_PIXEL_MARGIN = 5e-6
+closest_to_boundary = [float("inf")]
+
+
+def record_margin(sampling_locations, spatial_shapes, query_padding_mask):
+    """The smallest distance of a location of a non-padding query to a cell boundary."""
+    with torch.no_grad():
+        wh = spatial_shapes.flip(-1).to(sampling_locations.dtype)  # (W, H) per level
+        pixel = sampling_locations * wh[None, None, None, :, None, :] - 0.5
+        dist = (pixel - pixel.round()).abs()
+        if query_padding_mask is not None:
+            dist = dist.masked_fill(query_padding_mask[:, :, None, None, None, None], float("inf"))
+        closest_to_boundary[0] = min(closest_to_boundary[0], dist.min().item())
+
+
 def ms_deform_attn_core_pytorch(value, value_spatial_shapes, sampling_locations, attention_weights):
     N_, S_, M_, D_ = value.shape
     _, Lq_, M_, L_, P_, _ = sampling_locations.shape
@@ -251,6 +271,7 @@ class MSDeformAttn(nn.Module):
                 + sampling_offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
         else:
             raise ValueError('Last dim of reference_points must be 2 or 4')
+        record_margin(sampling_locations, input_spatial_shapes, input_padding_mask if Len_q == Len_in else None)
         output = ms_deform_attn_core_pytorch(value, input_spatial_shapes, sampling_locations, attention_weights)
         return self.output_proj(output)
 
@@ -662,6 +683,7 @@ class DeformableDETR(nn.Module):
 
 
 # ---------------------------------------------------------------- the test cases
+SEED = 8  # the first seed whose sampling locations all keep MIN_PIXEL_MARGIN
 D, NHEAD, FFN, ENC, DEC, LEVELS, POINTS, QUERIES, CLASSES, WIDTH_DIV = 32, 4, 64, 2, 2, 4, 2, 12, 4, 32
 GRAD_PARAMS = [
     "backbone.0.body.conv1.weight",
@@ -739,10 +761,10 @@ def random_boxes(n):
 
 
 def main():
-    torch.manual_seed(0)
+    torch.manual_seed(SEED)
     out = {}
-    # Two images of different sizes padded into one 64 x 80 batch (each padded in one dim).
-    sizes = [(56, 80), (64, 60)]
+    # Two images of different sizes padded into one 96 x 128 batch (each padded in one dim).
+    sizes = [(88, 128), (96, 100)]
     Hm, Wm = max(s[0] for s in sizes), max(s[1] for s in sizes)
     images = torch.zeros(2, 3, Hm, Wm)
     mask = torch.ones(2, Hm, Wm, dtype=torch.bool)
@@ -789,6 +811,8 @@ def main():
         for n in GRAD_PARAMS + VARIANT_GRADS[variant]:
             out[p + "grad." + n] = model.get_parameter(n).grad
         print(variant, "total loss", total.item())
+    assert closest_to_boundary[0] >= MIN_PIXEL_MARGIN, \
+        f"a sampling location is {closest_to_boundary[0]} px from a cell boundary; pick another SEED"
     save("deformable_detr", out)
 
 
