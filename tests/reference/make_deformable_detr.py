@@ -16,7 +16,9 @@ aliases are dropped as for an official checkpoint) to tests/data/deformable_detr
 and to tests/data/deformable_detr.safetensors the inputs (two images of different sizes padded
 into one batch), the targets, every decoder layer's logits and boxes, the two-stage encoder
 outputs, the losses and the gradients of named parameters after backward of the weighted total.
-float32, CPU, eval mode (no dropout), fixed seeds.
+float32, CPU, eval mode (no dropout), fixed seeds: SEED is one whose sampling locations all stay
+MIN_PIXEL_MARGIN away from the cell boundaries where bilinear sampling's location gradient jumps
+(the script fails otherwise), so float rounding cannot make the two sides pick different cells.
 """
 import copy
 import math
