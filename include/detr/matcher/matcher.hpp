@@ -116,12 +116,31 @@ class HungarianMatcher {
     std::vector<T> exp_logits;  // [Q, C padded] exp(logit - max of its row)
     std::vector<T> row_sum;     // [Q]
     std::vector<T> pred;        // [9, Q]: cx, cy, w, h, x0, y0, x1, y1, area of each query's box
+    std::vector<T> target;      // [9, T]: the same of each target's box
     std::vector<T> class_cost;  // [T, Q]
     std::vector<double> cost;   // [T, Q]
   };
   static Scratch& scratch() {
     thread_local Scratch s;
     return s;
+  }
+
+  // boxes [N, 4] cxcywh -> out [9, N]: cx, cy, w, h, x0, y0, x1, y1, area (box_cxcywh_to_xyxy,
+  // box_area); a degenerate box is the error generalized_box_iou reports.
+  static void box_columns(const Tensor<T>& boxes, T* __restrict out, const std::string& name) {
+    const int64_t N = boxes.dim(0);
+    const T* __restrict b = boxes.data();
+    int ok = 1;
+#pragma omp simd reduction(& : ok)
+    for (int64_t n = 0; n < N; ++n) {
+      const T cx = b[4 * n], cy = b[4 * n + 1], w = b[4 * n + 2], h = b[4 * n + 3];
+      const T x0 = cx - T(0.5) * w, y0 = cy - T(0.5) * h, x1 = cx + T(0.5) * w, y1 = cy + T(0.5) * h;
+      out[n] = cx, out[N + n] = cy, out[2 * N + n] = w, out[3 * N + n] = h;
+      out[4 * N + n] = x0, out[5 * N + n] = y0, out[6 * N + n] = x1, out[7 * N + n] = y1;
+      out[8 * N + n] = (x1 - x0) * (y1 - y0);
+      ok &= int(x1 >= x0) & int(y1 >= y0);  // false for NaN too
+    }
+    if (!ok) internal::check_not_degenerate(box_cxcywh_to_xyxy(Var<T>(boxes)).value(), "generalized_box_iou", name);
   }
 
   // The costs of one image, target-major ([T, Q], the orientation scipy solves a tall block in)
@@ -168,11 +187,11 @@ class HungarianMatcher {
         Vec total = Vec::Map(eq);
         for (int64_t c = W; c < Cp; c += W) total += Vec::Map(eq + c);
         sum[q] = total.sum();
+        for (int64_t j = 0; j < NT; ++j) cls[j * Q + q] = eq[labels[j]];
       }
-      for (int64_t j = 0; j < NT; ++j) {
-        const T* __restrict ej = e + labels[j];
-        for (int64_t q = 0; q < Q; ++q) cls[j * Q + q] = -(ej[q * Cp] / sum[q]);
-      }
+      for (int64_t j = 0; j < NT; ++j)
+#pragma omp simd
+        for (int64_t q = 0; q < Q; ++q) cls[j * Q + q] = -(cls[j * Q + q] / sum[q]);
     } else {
       // Focal cost on sigmoid(logits)[label], only for the targets' labels.
       const T alpha = T(cfg_.focal_alpha), gamma = T(cfg_.focal_gamma);
@@ -184,20 +203,12 @@ class HungarianMatcher {
           cls[j * Q + q] = pos - neg;
         }
     }
-    // Boxes: the reference's cxcywh -> xyxy and its degenerate-box checks, then a column per
-    // coordinate.
-    const Tensor<T> pred_xyxy = box_cxcywh_to_xyxy(Var<T>(boxes)).value();
-    const Tensor<T> tgt_xyxy = box_cxcywh_to_xyxy(Var<T>(tgt.boxes)).value();
     const std::string where = "image " + std::to_string(image);
-    internal::check_not_degenerate(pred_xyxy, "generalized_box_iou", where + " predicted boxes");
-    internal::check_not_degenerate(tgt_xyxy, "generalized_box_iou", where + " target boxes");
     s.pred.resize(size_t(9 * Q));
-    T* __restrict pr = s.pred.data();
-    for (int64_t q = 0; q < Q; ++q) {
-      const T *b = boxes.data() + 4 * q, *x = pred_xyxy.data() + 4 * q;
-      for (int k = 0; k < 4; ++k) pr[k * Q + q] = b[k], pr[(4 + k) * Q + q] = x[k];
-      pr[8 * Q + q] = (x[2] - x[0]) * (x[3] - x[1]);
-    }
+    s.target.resize(size_t(9 * NT));
+    box_columns(boxes, s.pred.data(), where + " predicted boxes");
+    box_columns(tgt.boxes, s.target.data(), where + " target boxes");
+    const T* __restrict pr = s.pred.data();
     const T *pcx = pr, *pcy = pr + Q, *pw = pr + 2 * Q, *ph = pr + 3 * Q, *px0 = pr + 4 * Q, *py0 = pr + 5 * Q,
             *px1 = pr + 6 * Q, *py1 = pr + 7 * Q, *parea = pr + 8 * Q;
     // cost_bbox * L1(cxcywh) + cost_class * class + cost_giou * -GIoU, GIoU as generalized_box_iou.
@@ -207,8 +218,9 @@ class HungarianMatcher {
     const T big = std::numeric_limits<T>::max();
     int finite = 1;
     for (int64_t j = 0; j < NT; ++j) {
-      const T *tb = tgt.boxes.data() + 4 * j, *tx = tgt_xyxy.data() + 4 * j;
-      const T area_b = (tx[2] - tx[0]) * (tx[3] - tx[1]);
+      T tb[4], tx[4];
+      for (int k = 0; k < 4; ++k) tb[k] = s.target[size_t(k * NT + j)], tx[k] = s.target[size_t((4 + k) * NT + j)];
+      const T area_b = s.target[size_t(8 * NT + j)];
       const T* __restrict cj = cls + j * Q;
 #pragma omp simd reduction(& : finite)
       for (int64_t q = 0; q < Q; ++q) {
