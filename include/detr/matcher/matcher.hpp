@@ -113,7 +113,7 @@ class HungarianMatcher {
  private:
   // Per-thread buffers, reused from image to image.
   struct Scratch {
-    std::vector<T> exp_logits;  // [Q, C padded] exp(logit - max of its row)
+    std::vector<T> exp_logits;  // [Q, C] exp(logit - max of its row)
     std::vector<T> row_sum;     // [Q]
     std::vector<T> pred;        // [9, Q]: cx, cy, w, h, x0, y0, x1, y1, area of each query's box
     std::vector<T> target;      // [9, T]: the same of each target's box
@@ -154,39 +154,43 @@ class HungarianMatcher {
     s.class_cost.resize(size_t(NT * Q));
     T* __restrict cls = s.class_cost.data();
     if (cfg_.class_cost == ClassCost::softmax) {
-      // -softmax(logits)[label]: rows shifted by their max as torch's softmax does, one
-      // vectorised exp over the whole block, padded to whole vectors per row (the padding is
-      // zeroed before the sums), then each target's column of it. Eigen's fixed-size arrays
-      // are the vectors; a row's last one overlaps the previous (harmless for max and copy).
+      // -softmax(logits)[label], rows shifted by their max as torch's softmax does. Eigen's
+      // fixed-size arrays are the vectors (exp, max, sum); a row's last vector overlaps the
+      // one before (harmless for max and exp; its repeated lanes are masked out of the sum).
       constexpr int64_t W = 64 / sizeof(T);
       using Vec = Eigen::Array<T, W, 1>;
-      const int64_t Cp = (C + W - 1) / W * W;
-      s.exp_logits.resize(size_t(Q * Cp));
+      const int64_t whole = C / W * W;
+      Vec last_lanes;
+      for (int64_t k = 0; k < W; ++k) last_lanes[k] = C - W + k >= whole ? T(1) : T(0);
+      s.exp_logits.resize(size_t(Q * C));
       s.row_sum.resize(size_t(Q));
       T* __restrict e = s.exp_logits.data();
       T* __restrict sum = s.row_sum.data();
       for (int64_t q = 0; q < Q; ++q) {
         const T* l = logits.data() + q * C;
-        T* eq = e + q * Cp;
+        T* eq = e + q * C;
         if (C >= W) {
           Vec m = Vec::Map(l);
           for (int64_t c = W; c < C; c += W) m = m.max(Vec::Map(l + std::min(c, C - W)));
           const T mx = m.maxCoeff();
-          for (int64_t c = 0; c < C; c += W) Vec::Map(eq + std::min(c, C - W)) = Vec::Map(l + std::min(c, C - W)) - mx;
+          Vec total = Vec::Zero();
+          for (int64_t c = 0; c < whole; c += W) {
+            const Vec x = (Vec::Map(l + c) - mx).exp();
+            Vec::Map(eq + c) = x;
+            total += x;
+          }
+          if (whole < C) {
+            const Vec x = (Vec::Map(l + C - W) - mx).exp();
+            Vec::Map(eq + C - W) = x;
+            total += x * last_lanes;
+          }
+          sum[q] = total.sum();
         } else {
-          T mx = l[0];
+          T mx = l[0], total = 0;
           for (int64_t c = 1; c < C; ++c) mx = std::max(mx, l[c]);
-          for (int64_t c = 0; c < C; ++c) eq[c] = l[c] - mx;
+          for (int64_t c = 0; c < C; ++c) total += eq[c] = std::exp(l[c] - mx);
+          sum[q] = total;
         }
-      }
-      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> all(e, Q * Cp);
-      all = all.exp();
-      for (int64_t q = 0; q < Q; ++q) {
-        T* eq = e + q * Cp;
-        std::fill(eq + C, eq + Cp, T(0));
-        Vec total = Vec::Map(eq);
-        for (int64_t c = W; c < Cp; c += W) total += Vec::Map(eq + c);
-        sum[q] = total.sum();
         for (int64_t j = 0; j < NT; ++j) cls[j * Q + q] = eq[labels[j]];
       }
       for (int64_t j = 0; j < NT; ++j)
