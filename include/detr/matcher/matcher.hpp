@@ -134,7 +134,7 @@ class HungarianMatcher {
 
   // boxes [N, 4] cxcywh -> out [9, N]: cx, cy, w, h, x0, y0, x1, y1, area (box_cxcywh_to_xyxy,
   // box_area); a degenerate box is the error generalized_box_iou reports.
-  static void box_columns(const Tensor<T>& boxes, T* __restrict out, const std::string& name) {
+  static void box_columns(const Tensor<T>& boxes, T* __restrict out, const std::string& where, const char* which) {
     const int64_t N = boxes.dim(0);
     const T* __restrict b = boxes.data();
     int ok = 1;
@@ -147,7 +147,8 @@ class HungarianMatcher {
       out[8 * N + n] = (x1 - x0) * (y1 - y0);
       ok &= int(x1 >= x0) & int(y1 >= y0);  // false for NaN too
     }
-    if (!ok) internal::check_not_degenerate(box_cxcywh_to_xyxy(Var<T>(boxes)).value(), "generalized_box_iou", name);
+    if (!ok)
+      internal::check_not_degenerate(box_cxcywh_to_xyxy(Var<T>(boxes)).value(), "generalized_box_iou", where + " " + which);
   }
 
   // The costs of one image, target-major ([T, Q], the orientation scipy solves a tall block in)
@@ -217,8 +218,8 @@ class HungarianMatcher {
     const std::string where = "image " + std::to_string(image);
     s.pred.resize(size_t(9 * Q));
     s.target.resize(size_t(9 * NT));
-    box_columns(boxes, s.pred.data(), where + " predicted boxes");
-    box_columns(tgt.boxes, s.target.data(), where + " target boxes");
+    box_columns(boxes, s.pred.data(), where, "predicted boxes");
+    box_columns(tgt.boxes, s.target.data(), where, "target boxes");
     const T* __restrict pr = s.pred.data();
     const T *pcx = pr, *pcy = pr + Q, *pw = pr + 2 * Q, *ph = pr + 3 * Q, *px0 = pr + 4 * Q, *py0 = pr + 5 * Q,
             *px1 = pr + 6 * Q, *py1 = pr + 7 * Q, *parea = pr + 8 * Q;
