@@ -69,3 +69,35 @@ TEST_CASE("inverse_sigmoid clamps as the reference and inverts sigmoid", "[eleme
   REQUIRE_GRADCHECK([](const V& v) { return inverse_sigmoid(v[0]); }, {p});
   REQUIRE_GRADCHECK([](const V& v) { return inverse_sigmoid(sigmoid(v[0])); }, {randn({6}, 4)});
 }
+
+// The broadcast loops merge dimensions and walk rows with an odometer; check them against a
+// plain multi-index loop on random shapes, each dim of each operand kept, set to 1 or dropped.
+TEST_CASE("broadcast_binary and sum_to agree with a naive multi-index loop", "[elementwise]") {
+  Rng rng(21);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int rank = 1 + int(rng.uniform() * 6);
+    Shape out, sa, sb;
+    for (int d = 0; d < rank; ++d) out.push_back(1 + int64_t(rng.uniform() * 4));
+    const int drop_a = int(rng.uniform() * rank), drop_b = int(rng.uniform() * rank);
+    for (int d = drop_a; d < rank; ++d) sa.push_back(rng.uniform() < 0.4 ? 1 : out[d]);
+    for (int d = drop_b; d < rank; ++d) sb.push_back(rng.uniform() < 0.4 ? 1 : out[d]);
+    Shape s = internal::broadcast_shapes(sa, sb, "test");
+    auto a = rng.normal_tensor<double>(sa), b = rng.normal_tensor<double>(sb);
+    auto got = internal::broadcast_binary(a, b, "test", [](double x, double y) { return x * 3 + y; });
+    REQUIRE(got.shape() == s);
+    auto expected_sum_a = Tensor<double>::zeros(sa);
+    const auto ca = internal::broadcast_strides(sa, s), cb = internal::broadcast_strides(sb, s);
+    for (int64_t i = 0; i < got.numel(); ++i) {
+      int64_t oa = 0, ob = 0;
+      for (int64_t d = s.rank() - 1, r = i; d >= 0; --d) {
+        oa += (r % s[int(d)]) * ca[size_t(d)];
+        ob += (r % s[int(d)]) * cb[size_t(d)];
+        r /= s[int(d)];
+      }
+      INFO("trial " << trial << ": " << sa << " op " << sb << ", element " << i);
+      REQUIRE(got.data()[i] == a.data()[oa] * 3 + b.data()[ob]);
+      expected_sum_a.data()[oa] += got.data()[i];
+    }
+    REQUIRE_ALLCLOSE(internal::sum_to(got, sa), expected_sum_a, 1e-12, 1e-12);
+  }
+}

@@ -1,6 +1,9 @@
 #pragma once
 // NumPy / PyTorch broadcasting: shape rules, a row-wise broadcast loop, and the reduction of a
 // gradient back to an input's shape (the backward of broadcasting).
+#include <omp.h>
+
+#include <algorithm>
 #include <array>
 
 #include "detr/core/tensor.hpp"
@@ -33,16 +36,58 @@ inline std::array<int64_t, Shape::kMaxRank> broadcast_strides(const Shape& in, c
   return st;
 }
 
-// Offset of row `row` (all dims but the last) under strides `st` for shape `out`.
-inline int64_t row_offset(int64_t row, const Shape& out, const std::array<int64_t, Shape::kMaxRank>& st) {
-  int64_t off = 0;
-  for (int d = out.rank() - 2; d >= 0; --d) {
-    int64_t i = row % out[d];
-    row /= out[d];
-    off += i * st[d];
+// A broadcast loop's geometry: the output shape and each operand's strides in it, with size-1
+// dimensions dropped and adjacent dimensions merged wherever every operand walks them as one
+// (contiguously, or broadcast over both), so rows get as long as the operands allow.
+template <size_t N>
+struct BroadcastLoop {
+  int rank = 0;
+  std::array<int64_t, Shape::kMaxRank> shape{};
+  std::array<std::array<int64_t, Shape::kMaxRank>, N> strides{};
+
+  BroadcastLoop(const Shape& s, const std::array<std::array<int64_t, Shape::kMaxRank>, N>& st) {
+    for (int d = 0; d < s.rank(); ++d) {
+      if (s[d] == 1) continue;  // adds nothing to any offset
+      bool merge = rank > 0;
+      for (size_t n = 0; n < N && merge; ++n) merge = strides[n][rank - 1] == st[n][d] * s[d];
+      if (merge) {
+        shape[rank - 1] *= s[d];
+        for (size_t n = 0; n < N; ++n) strides[n][rank - 1] = st[n][d];
+      } else {
+        shape[rank] = s[d];
+        for (size_t n = 0; n < N; ++n) strides[n][rank] = st[n][d];
+        ++rank;
+      }
+    }
   }
-  return off;
-}
+  int64_t inner() const { return rank ? shape[rank - 1] : 1; }
+  int64_t rows(int64_t numel) const { return numel / std::max<int64_t>(inner(), 1); }
+
+  // f(row, offsets) for rows [begin, end) in order, offsets being each operand's offset of the
+  // row's first element: one division per dimension to start, then an odometer (no division per
+  // row, which dominated short rows such as the (x, y) pairs of deformable sampling locations).
+  template <class F>
+  void for_rows(int64_t begin, int64_t end, F&& f) const {
+    if (begin >= end) return;
+    const int outer = std::max(rank - 1, 0);
+    std::array<int64_t, Shape::kMaxRank> idx{};
+    std::array<int64_t, N> off{};
+    for (int64_t r = begin, d = outer - 1; d >= 0; --d) {
+      idx[d] = r % shape[d];
+      r /= shape[d];
+      for (size_t n = 0; n < N; ++n) off[n] += idx[d] * strides[n][d];
+    }
+    for (int64_t row = begin; row < end; ++row) {
+      f(row, off);
+      for (int d = outer - 1; d >= 0; --d) {
+        for (size_t n = 0; n < N; ++n) off[n] += strides[n][d];
+        if (++idx[d] < shape[d]) break;
+        for (size_t n = 0; n < N; ++n) off[n] -= strides[n][d] * shape[d];
+        idx[d] = 0;
+      }
+    }
+  }
+};
 
 // out[i] = f(a[i'], b[i'']) with broadcasting; out has the broadcast shape.
 template <class T, class F>
@@ -59,18 +104,20 @@ Tensor<T> broadcast_binary(const Tensor<T>& a, const Tensor<T>& b, const char* o
   Shape s = broadcast_shapes(a.shape(), b.shape(), op);
   auto out = Tensor<T>::empty(s);
   if (out.numel() == 0) return out;
-  auto sa = broadcast_strides(a.shape(), s), sb = broadcast_strides(b.shape(), s);
-  int r = s.rank();
-  int64_t inner = r ? s[r - 1] : 1, rows = out.numel() / inner;
-  int64_t ia = r ? sa[r - 1] : 0, ib = r ? sb[r - 1] : 0;
+  const BroadcastLoop<2> loop(s, {broadcast_strides(a.shape(), s), broadcast_strides(b.shape(), s)});
+  const int64_t inner = loop.inner(), rows = loop.rows(out.numel());
+  const int64_t ia = loop.rank ? loop.strides[0][loop.rank - 1] : 0, ib = loop.rank ? loop.strides[1][loop.rank - 1] : 0;
   const T *pa = a.data(), *pb = b.data();
   T* po = out.data();
-#pragma omp parallel for if (out.numel() > (1 << 16))
-  for (int64_t row = 0; row < rows; ++row) {
-    const T* ra = pa + row_offset(row, s, sa);
-    const T* rb = pb + row_offset(row, s, sb);
-    T* ro = po + row * inner;
-    for (int64_t k = 0; k < inner; ++k) ro[k] = f(ra[k * ia], rb[k * ib]);
+#pragma omp parallel if (out.numel() > (1 << 16))
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    loop.for_rows(rows * t / nt, rows * (t + 1) / nt, [&](int64_t row, const std::array<int64_t, 2>& off) {
+      const T* ra = pa + off[0];
+      const T* rb = pb + off[1];
+      T* ro = po + row * inner;
+      for (int64_t k = 0; k < inner; ++k) ro[k] = f(ra[k * ia], rb[k * ib]);
+    });
   }
   return out;
 }
@@ -82,14 +129,14 @@ Tensor<T> sum_to(const Tensor<T>& g, const Shape& target) {
   auto out = Tensor<T>::zeros(target);
   const Shape& s = g.shape();
   if (g.numel() == 0) return out;
-  auto st = broadcast_strides(target, s);
-  int r = s.rank();
-  int64_t inner = r ? s[r - 1] : 1, rows = g.numel() / inner;
-  int64_t io = r ? st[r - 1] : 0;
+  const BroadcastLoop<1> loop(s, {broadcast_strides(target, s)});
+  const int64_t inner = loop.inner(), rows = loop.rows(g.numel());
+  const int64_t io = loop.rank ? loop.strides[0][loop.rank - 1] : 0;
   const T* pg = g.data();
   T* po = out.data();
-  for (int64_t row = 0; row < rows; ++row) {
-    T* ro = po + row_offset(row, s, st);
+  // Sequential, in row order: every output element sums its terms in a fixed order.
+  loop.for_rows(0, rows, [&](int64_t row, const std::array<int64_t, 1>& off) {
+    T* ro = po + off[0];
     const T* rg = pg + row * inner;
     if (io == 0) {
       T acc = 0;
@@ -98,7 +145,7 @@ Tensor<T> sum_to(const Tensor<T>& g, const Shape& target) {
     } else {
       for (int64_t k = 0; k < inner; ++k) ro[k] += rg[k];
     }
-  }
+  });
   return out;
 }
 
