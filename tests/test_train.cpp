@@ -135,7 +135,8 @@ TEST_CASE("write_chart writes a PNG of the requested size with the series drawn"
   REQUIRE(pixels_of(red, 150, 450) == 0);
 
   REQUIRE(internal::nice_ticks(0, 1, 5) == std::vector<double>{0, 0.2, 0.4, 0.6000000000000001, 0.8, 1});
-  REQUIRE(internal::nice_ticks(18.2, 30, 5).front() == 20);
+  REQUIRE(internal::nice_ticks(18.2, 30, 5) == std::vector<double>{15, 20, 25, 30});
+  REQUIRE(internal::nice_ticks(1, 3, 8, 1) == std::vector<double>{1, 2, 3});
   REQUIRE(error_of([&] { render_chart({{"p", {{"s", {1, 2}, {1}}}}}); }).find("2 x values and 1 y values") !=
           std::string::npos);
 }

@@ -36,20 +36,25 @@ struct ChartPanel {
 
 namespace internal {
 
-// Ticks covering [lo, hi] at a step of 1, 2 or 5 x 10^k, about `target` of them.
-inline std::vector<double> nice_ticks(double lo, double hi, int target = 5) {
+// Ticks at a step of 1, 2 or 5 x 10^k (at least min_step), about `target` of them, from the
+// last tick at or below lo to the first at or above hi.
+inline std::vector<double> nice_ticks(double lo, double hi, int target = 5, double min_step = 0) {
   if (!(hi > lo)) return {lo};
-  const double raw = (hi - lo) / std::max(1, target);
+  const double raw = std::max((hi - lo) / std::max(1, target), min_step);
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   double step = mag;
   for (double m : {1.0, 2.0, 5.0, 10.0})
-    if (m * mag >= raw) {
+    if (m * mag >= raw * (1 - 1e-9)) {
       step = m * mag;
       break;
     }
   std::vector<double> ticks;
-  for (double t = std::ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step)
+  const double first = std::floor(lo / step + 1e-9) * step;
+  for (int64_t i = 0;; ++i) {
+    const double t = first + double(i) * step;
     ticks.push_back(std::abs(t) < step * 1e-9 ? 0.0 : t);
+    if (t >= hi - step * 1e-9) break;
+  }
   return ticks;
 }
 
@@ -92,13 +97,21 @@ inline void draw_panel(Image& im, const ChartPanel& panel, int64_t top, int64_t 
       }
   }
   const bool empty = !std::isfinite(xlo);
+  bool integer_x = true;  // epochs: no ticks between them
+  for (const auto& ser : panel.series)
+    for (double x : ser.x) integer_x &= !std::isfinite(x) || x == std::floor(x);
   if (empty) xlo = 0, xhi = 1, ylo = 0, yhi = 1;
   if (xhi == xlo) xlo -= 1, xhi += 1;
-  if (yhi == ylo) {
-    const double pad = ylo == 0 ? 1 : std::abs(ylo) * 0.1;
-    ylo -= pad, yhi += pad;
+  if (yhi == ylo) {  // a flat series: 0 (an AP before anything is found) spans [0, 1]
+    const double pad = std::abs(ylo) * 0.1;
+    if (ylo == 0) {
+      yhi = 1;
+    } else {
+      ylo -= pad;
+      yhi += pad;
+    }
   }
-  const auto xt = nice_ticks(xlo, xhi, 8), yt = nice_ticks(ylo, yhi, 5);
+  const auto xt = nice_ticks(xlo, xhi, 8, integer_x ? 1 : 0), yt = nice_ticks(ylo, yhi, 5);
   xlo = std::min(xlo, xt.front()), xhi = std::max(xhi, xt.back());
   ylo = std::min(ylo, yt.front()), yhi = std::max(yhi, yt.back());
 
@@ -142,7 +155,7 @@ inline void draw_panel(Image& im, const ChartPanel& panel, int64_t top, int64_t 
     }
   }
   // Legend, top right: a colour swatch and the name of each series.
-  int64_t lx = right;
+  int64_t lx = right - 6;
   for (auto it = panel.series.rbegin(); it != panel.series.rend(); ++it) {
     const int64_t tw = text_size(it->name)[0];
     lx -= tw + 18;
