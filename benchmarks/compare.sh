@@ -53,31 +53,33 @@ print(f'gemm: fraction of openblas = {t/o:.2f}')"
 }
 
 # A Google Benchmark binary against its PyTorch twin: per-case medians side by side, then the
-# summary line from the encoder forward+backward case.
-#   gbench_vs_torch <name> <benchmark target> <twin script> <twin repetitions>
+# summary line from one case (the encoder forward+backward unless named).
+#   gbench_vs_torch <name> <benchmark target> <twin script> <twin repetitions> [summary case]
 gbench_vs_torch() {
-  local name=$1 target=$2 script=$3 reps=$4
+  local name=$1 target=$2 script=$3 reps=$4 summary=${5:-encoder_forward_backward}
   need_torch
   build "$target"
   local out=$(mktemp) ref=$(mktemp)
   "$BUILD/benchmarks/$target" --benchmark_repetitions=5 --benchmark_min_time=0.5 \
     --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
   env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/$script" "$reps" | tee "$ref"
-  "$PY" - "$out" "$ref" "$name" <<'PYEOF'
+  "$PY" - "$out" "$ref" "$name" "$summary" <<'PYEOF'
 import json, sys
-name = sys.argv[3]
+name, summary = sys.argv[3], sys.argv[4]
 ours = {b["run_name"].split("/")[0].replace(f"BM_{name}_", ""): b["real_time"]
         for b in json.load(open(sys.argv[1]))["benchmarks"] if b.get("aggregate_name") == "median"}
 ref = dict(l.split() for l in open(sys.argv[2]) if not l.startswith("torch"))
 for case, ms in ours.items():
     t = float(ref[case])
     print(f"{case:32s} detr {ms:8.2f} ms   pytorch {t:8.2f} ms   speedup {t / ms:5.2f}x")
-print(f"{name}: speedup vs pytorch = {float(ref['encoder_forward_backward']) / ours['encoder_forward_backward']:.2f}x")
+print(f"{name}: speedup vs pytorch = {float(ref[summary]) / ours[summary]:.2f}x")
 PYEOF
 }
 
 case_mha() { gbench_vs_torch mha bench_mha mha.py 20; }
 case_msda() { gbench_vs_torch msda bench_ms_deform_attn msda.py 5; }
+# One DETR training step (transformer + heads + matcher + loss + AdamW, no backbone).
+case_detr_step() { gbench_vs_torch detr_step bench_detr_step detr_step.py 10 train_step; }
 
 # Matching: linear_sum_assignment vs scipy, and the whole matcher vs DETR's torch + scipy code.
 case_matcher() {

@@ -121,3 +121,39 @@ TEST_CASE("Detr rejects malformed input with the expected shapes", "[detr_model]
   Var<float> rgb(Tensor<float>::zeros({1, 3, 64, 64}));
   REQUIRE_THROWS_WITH(m.forward(rgb, Tensor<uint8_t>::zeros({1, 32, 64})), Catch::Contains("mask"));
 }
+
+TEST_CASE("Detr detections do not change with padding when the backbone runs per image", "[detr_model][padding]") {
+  const auto& ref = reference("detr_model");
+  SmallDetr m = reference_model();
+  NoGrad no_grad;
+  // The reference batch holds a 70x90 image and, padded, a 52x64 one; run the small one alone.
+  const Tensor<float> batch_images = ref.get<float>("images");  // [2, 3, 70, 90]
+  const Tensor<uint8_t> batch_mask = ref.get<uint8_t>("mask");  // [2, 70, 90]
+  Var<float> alone = slice(slice(slice(Var<float>(batch_images), 0, 1, 2), 2, 0, 52), 3, 0, 64);
+  const auto alone_mask = Tensor<uint8_t>::zeros({1, 52, 64});
+  auto max_diff = [&](bool invariant) {
+    m.backbone.padding_invariant = invariant;
+    auto batched = m.forward(Var<float>(batch_images), batch_mask);
+    auto single = m.forward(alone, alone_mask);
+    double d = 0;
+    for (size_t l = 0; l < 2; ++l) {
+      const auto& a = batched.layers[l];
+      const auto& s = single.layers[l];
+      for (int64_t i = 0; i < s.logits.numel(); ++i)
+        d = std::max(d, double(std::abs(a.logits.value()[1].data()[i] - s.logits.value().data()[i])));
+      for (int64_t i = 0; i < s.boxes.numel(); ++i)
+        d = std::max(d, double(std::abs(a.boxes.value()[1].data()[i] - s.boxes.value().data()[i])));
+    }
+    return d;
+  };
+  // The reference's batched backbone lets the padding leak into the edge features.
+  const double leaky = max_diff(false), invariant = max_diff(true);
+  INFO("max |difference| of logits and boxes: reference backbone " << leaky << ", per image " << invariant);
+  CHECK(leaky > 1e-3);
+  REQUIRE(invariant < 2e-5);
+
+  Var<float> images(batch_images);
+  auto bad = batch_mask.clone();
+  bad.data()[5] = 1;  // a hole inside the first image
+  REQUIRE_THROWS_WITH(m.forward(images, bad), Catch::Contains("not a top-left"));
+}

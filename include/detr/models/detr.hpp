@@ -20,6 +20,7 @@
 #include "detr/nn/embedding.hpp"
 #include "detr/nn/linear.hpp"
 #include "detr/nn/mlp.hpp"
+#include "detr/nn/position_encoding.hpp"
 #include "detr/transformer/detr_transformer.hpp"
 
 namespace detr {
