@@ -44,6 +44,7 @@ int run(const Args& a, const examples::CheckpointInfo& info) {
   // 2. The model, in eval mode once evaluate() runs.
   M model;
   io::load_checkpoint(info.path, model);
+  examples::set_per_image_backbone(model, true);
   const int64_t size = a.image_size > 0 ? a.image_size : info.image_size;
   std::printf("%s: '%s' model after %lld epochs; %lld %s images at shorter side %lld\n", info.path.c_str(),
               info.model.c_str(), (long long)info.epoch, (long long)data.size(), a.split.c_str(), (long long)size);

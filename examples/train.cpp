@@ -59,7 +59,8 @@ int run(const Args& a) {
   // 1. Data. FashionDet is generated when the default folder is missing; the splits are cut to
   //    --train-images / --val-images for quick runs.
   if (a.data == "data/fashion_det" && !fs::exists(fs::path(a.data) / "annotations")) {
-    std::printf("generating FashionDet in %s (8000 train + 1000 val canvases)...\n", a.data.c_str());
+    std::printf("generating FashionDet in %s (8000 train + 1000 val canvases, a few minutes)...\n", a.data.c_str());
+    std::fflush(stdout);
     make_fashion_det(a.data, FashionDetConfig{});
   }
   const CocoDataset train_set = load_coco_split(a.data, "train", a.train_images);
@@ -156,7 +157,9 @@ int run(const Args& a) {
     evaluated = epoch % a.eval_every == 0 || epoch == a.epochs || stop;
     if (evaluated) {
       ProgressBar ebar("eval", val_loader.num_batches());
+      examples::set_per_image_backbone(model, true);
       last_eval = evaluate(model, val_loader, val_set, &ebar);
+      examples::set_per_image_backbone(model, false);
       ebar.finish();
       const auto& s = last_eval.coco.stats;
       std::printf("epoch %lld: loss %.4f, val AP %.3f AP50 %.3f AP75 %.3f AR100 %.3f\n", (long long)epoch, st.loss,
@@ -210,7 +213,10 @@ int run(const Args& a) {
   }
 
   // 6. The final COCO numbers (evaluated now if the run had nothing left to train).
-  if (!evaluated) last_eval = evaluate(model, val_loader, val_set);
+  if (!evaluated) {
+    examples::set_per_image_backbone(model, true);
+    last_eval = evaluate(model, val_loader, val_set);
+  }
   std::printf("\n");
   last_eval.coco.print_summary(std::cout);
   last_eval.coco.print_per_class(std::cout);
