@@ -15,6 +15,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -80,10 +81,12 @@ int run(const Args& a, const examples::CheckpointInfo& info) {
       const int64_t label = d.labels.data()[i];
       const T* b = d.boxes.data() + 4 * i;  // x0, y0, x1, y1 in pixels
       drawn.push_back({{float(b[0]), float(b[1]), float(b[2]), float(b[3])}, label, float(score)});
+      // Rounded for reading: scores to 1e-4, pixels to 0.01.
+      auto r = [](double v, double per_unit) { return std::round(v * per_unit) / per_unit; };
       dets.push_back({{"label", info.class_names[size_t(label)]},
                       {"category_id", info.category_ids[size_t(label)]},
-                      {"score", score},
-                      {"bbox", {double(b[0]), double(b[1]), double(b[2] - b[0]), double(b[3] - b[1])}}});
+                      {"score", r(score, 1e4)},
+                      {"bbox", {r(b[0], 100), r(b[1], 100), r(b[2] - b[0], 100), r(b[3] - b[1], 100)}}});
     }
     const std::string png = (fs::path(a.out) / fs::path(path).filename().replace_extension(".png")).string();
     DETR_CHECK(outputs.insert(png).second,
@@ -96,7 +99,18 @@ int run(const Args& a, const examples::CheckpointInfo& info) {
   const std::string json = a.json.empty() ? (fs::path(a.out) / "detections.json").string() : a.json;
   std::ofstream f(json);
   DETR_CHECK(f.good(), "cannot open " << json << " for writing");
-  f << all.dump(1) << "\n";
+  // One image per block, one detection per line.
+  f << "[";
+  for (size_t i = 0; i < all.size(); ++i) {
+    nlohmann::json head = all[i];
+    head.erase("detections");
+    const std::string h = head.dump();
+    f << (i ? ",\n " : "\n ") << h.substr(0, h.size() - 1) << ", \"detections\": [";
+    const auto& dets = all[i]["detections"];
+    for (size_t k = 0; k < dets.size(); ++k) f << (k ? ",\n  " : "\n  ") << dets[k].dump();
+    f << (dets.empty() ? "]}" : "\n ]}");
+  }
+  f << "\n]\n";
   DETR_CHECK(f.good(), "cannot write " << json);
   std::printf("detections of %zu images written to %s\n", a.images.size(), json.c_str());
   return 0;
