@@ -80,6 +80,8 @@ case_mha() { gbench_vs_torch mha bench_mha mha.py 20; }
 case_msda() { gbench_vs_torch msda bench_ms_deform_attn msda.py 5; }
 # One DETR training step (transformer + heads + matcher + loss + AdamW, no backbone).
 case_detr_step() { gbench_vs_torch detr_step bench_detr_step detr_step.py 10 train_step; }
+# One training step of the transformer + heads + loss + AdamW (no backbone).
+case_deformable_step() { gbench_vs_torch deformable_step bench_deformable_step deformable_step.py 3 train; }
 
 # Matching: linear_sum_assignment vs scipy, and the whole matcher vs DETR's torch + scipy code.
 case_matcher() {

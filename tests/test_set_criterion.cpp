@@ -122,3 +122,70 @@ TEST_CASE("criterion with no targets at all: boxes contribute 0, class loss stil
   losses.total.backward();
   REQUIRE(p.logits.grad().defined());
 }
+
+namespace {
+// The reference's cost of query q for target j, term by term (matcher.py / box_ops.py), in double
+// but for the focal term.
+double reference_cost(const Tensor<float>& logits, const Tensor<float>& boxes, const BoxTarget<float>& t, int64_t q,
+                      int64_t j, const MatcherConfig& mc) {
+  const int64_t C = logits.dim(1), label = t.labels.data()[j];
+  const float* l = logits.data() + q * C;
+  double cls;
+  if (mc.class_cost == ClassCost::softmax) {
+    double mx = l[0], sum = 0;
+    for (int64_t c = 0; c < C; ++c) mx = std::max(mx, double(l[c]));
+    for (int64_t c = 0; c < C; ++c) sum += std::exp(l[c] - mx);
+    cls = -std::exp(l[label] - mx) / sum;
+  } else {
+    // in float as the reference: log(p + 1e-8) of a small p is where float and double part
+    const float p = 1 / (1 + std::exp(-l[label])), a = float(mc.focal_alpha), g = float(mc.focal_gamma);
+    cls = a * std::pow(1 - p, g) * -std::log(p + 1e-8f) - (1 - a) * std::pow(p, g) * -std::log(1 - p + 1e-8f);
+  }
+  const float *a = boxes.data() + 4 * q, *b = t.boxes.data() + 4 * j;
+  double l1 = 0, pa[4], pb[4];
+  for (int k = 0; k < 4; ++k) l1 += std::abs(double(a[k]) - b[k]);
+  for (int k = 0; k < 2; ++k) {
+    pa[k] = a[k] - 0.5 * a[k + 2], pa[k + 2] = a[k] + 0.5 * a[k + 2];
+    pb[k] = b[k] - 0.5 * b[k + 2], pb[k + 2] = b[k] + 0.5 * b[k + 2];
+  }
+  const double inter = std::max(std::min(pa[2], pb[2]) - std::max(pa[0], pb[0]), 0.0) *
+                       std::max(std::min(pa[3], pb[3]) - std::max(pa[1], pb[1]), 0.0);
+  const double uni = (pa[2] - pa[0]) * (pa[3] - pa[1]) + (pb[2] - pb[0]) * (pb[3] - pb[1]) - inter;
+  const double enclose = (std::max(pa[2], pb[2]) - std::min(pa[0], pb[0])) * (std::max(pa[3], pb[3]) - std::min(pa[1], pb[1]));
+  const double giou = inter / uni - (enclose - uni) / enclose;
+  return mc.cost_bbox * l1 + mc.cost_class * cls - mc.cost_giou * giou;
+}
+}  // namespace
+
+TEST_CASE("matcher costs follow the reference formulas; its matching is linear_sum_assignment of them", "[criterion]") {
+  // Class counts below, at and off the 16-float vector width; fewer, as many and more targets
+  // than queries (the assignment then augments over the queries); both class costs.
+  Rng rng(5);
+  for (int64_t C : {5, 16, 92})
+    for (auto [Q, T] : {std::pair<int64_t, int64_t>{40, 7}, {6, 9}, {8, 8}})
+      for (bool focal : {false, true}) {
+        INFO("C " << C << " Q " << Q << " T " << T << (focal ? " focal" : " softmax"));
+        MatcherConfig mc;
+        if (focal) mc.class_cost = ClassCost::focal, mc.cost_class = 2.0;
+        HungarianMatcher<float> matcher(mc);
+        auto logits = rng.normal_tensor<float>({1, Q, C}, 0.0, 3.0);
+        auto boxes = Tensor<float>::empty({1, Q, 4});
+        BoxTarget<float> t{Tensor<int64_t>::empty({T}), Tensor<float>::empty({T, 4})};
+        for (int64_t i = 0; i < Q + T; ++i) {
+          float* b = i < Q ? boxes.data() + 4 * i : t.boxes.data() + 4 * (i - Q);
+          b[0] = float(rng.uniform(0.2, 0.8)), b[1] = float(rng.uniform(0.2, 0.8));
+          b[2] = float(rng.uniform(0.05, 0.4)), b[3] = float(rng.uniform(0.05, 0.4));
+        }
+        for (int64_t j = 0; j < T; ++j) t.labels.data()[j] = rng.randint(0, focal ? C - 1 : C - 2);
+        const Tensor<float> cost = matcher.cost_matrix(logits[0], boxes[0], t, 0);
+        REQUIRE(cost.shape() == (Shape{Q, T}));
+        for (int64_t q = 0; q < Q; ++q)
+          for (int64_t j = 0; j < T; ++j)
+            REQUIRE(cost.data()[q * T + j] == Approx(reference_cost(logits[0], boxes[0], t, q, j, mc)).epsilon(1e-5).margin(1e-5));
+        const std::vector<double> c64 = cost.cast<double>().to_vector();
+        const Assignment want = linear_sum_assignment(c64.data(), Q, T);
+        const MatchIndices got = matcher(logits, boxes, {t})[0];
+        REQUIRE(got.query == want.rows);
+        REQUIRE(got.target == want.cols);
+      }
+}

@@ -51,3 +51,7 @@
 #include "detr/loss/set_criterion.hpp"
 #include "detr/optim/optimizer.hpp"
 #include "detr/models/detector.hpp"
+#include "detr/models/detr.hpp"
+#include "detr/transformer/deformable_layers.hpp"
+#include "detr/transformer/deformable_transformer.hpp"
+#include "detr/models/deformable_detr.hpp"

@@ -18,7 +18,16 @@ class Shape {
   static constexpr int kMaxRank = 8;
 
   Shape() = default;
+// GCC 12 reports the initializer_list's backing array as dangling once this constructor is
+// inlined into large functions (a false positive: the array outlives the call).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
   Shape(std::initializer_list<int64_t> dims) { assign(dims.begin(), dims.end()); }
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic pop
+#endif
   explicit Shape(std::span<const int64_t> dims) { assign(dims.begin(), dims.end()); }
 
   int rank() const { return rank_; }
