@@ -64,7 +64,7 @@ int with_model(const std::string& name, F&& f) {
   if (name == "deformable-refine") return f.template operator()<DeformableRefineModel>();
   if (name == "deformable-two-stage") return f.template operator()<DeformableTwoStageModel>();
 #endif
-  DETR_FAIL("unknown model '" << name << "'");
+  throw Error(__FILE__, __LINE__, "unknown model '" + name + "'");
 }
 inline const std::vector<std::string> kModelNames = {
     "detr",

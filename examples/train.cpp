@@ -90,9 +90,7 @@ int run(const Args& a) {
 
   // 3. Training objects: the criterion with the model's own matcher and loss settings, AdamW
   //    with the backbone (and deformable sampling offsets) in their own lr groups, StepLR.
-  CriterionConfig criterion_cfg = M::criterion_config();
-  criterion_cfg.num_classes = M::num_classes;
-  SetCriterion<T> criterion(criterion_cfg, HungarianMatcher<T>(M::matcher_config()));
+  SetCriterion<T> criterion(M::criterion_config(), HungarianMatcher<T>(M::matcher_config()));
   AdamWOptions adamw;
   adamw.lr = a.lr;
   adamw.weight_decay = a.weight_decay;
@@ -247,7 +245,8 @@ int main(int argc, char** argv) {
                  "trains from scratch, so the same as --lr)")
       ->capture_default_str();
   app.add_option("--lr-drop", a.lr_drop, "Multiply the learning rates by 0.1 every this many epochs "
-                                         "(default: 2/3 of --epochs)");
+                                         "(default: 2/3 of --epochs; give it when resuming with another --epochs)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--weight-decay", a.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   app.add_option("--clip", a.clip, "Clip the gradients' global L2 norm to this (0: no clipping)")
       ->capture_default_str();
@@ -274,7 +273,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-steps", a.max_steps,
                  "Stop after this many optimiser steps in this run (the partial epoch counts as done); "
-                 "for quick runs");
+                 "for quick runs")
+      ->check(CLI::PositiveNumber);
   app.add_option("--train-images", a.train_images, "Train on the first N images of the train split only")
       ->check(CLI::PositiveNumber);
   app.add_option("--val-images", a.val_images, "Evaluate on the first N images of the val split only")

@@ -37,7 +37,7 @@ inline CocoSplitFiles find_coco_split(const std::string& dir, const std::string&
     if (fs::is_regular_file(ann) && fs::is_directory(img)) return {ann.string(), img.string()};
     tried += "\n  " + ann.string() + " with images in " + img.string() + "/";
   }
-  DETR_FAIL("dataset folder " << dir << " has no COCO '" << split << "' split; looked for" << tried);
+  throw Error(__FILE__, __LINE__, "dataset folder " + dir + " has no COCO '" + split + "' split; looked for" + tried);
 }
 
 // The split as a CocoDataset; max_images >= 0 keeps the first max_images images.
