@@ -43,6 +43,21 @@ TEST_CASE("draw_text writes glyph pixels within its measured size", "[draw]") {
   REQUIRE(blank.pixels.to_vector() == Image::filled(30, 80, {0, 0, 0}).pixels.to_vector());
 }
 
+TEST_CASE("draw_text draws every quad of a short string", "[draw]") {
+  // A lone '0' has 6 quads, more than a buffer of "about 270 bytes per character" holds.
+  auto lit = [](const std::string& text) {
+    Image im = Image::filled(12, 40, {0, 0, 0});
+    draw_text(im, 1, 1, text, {255, 255, 255});
+    int64_t n = 0;
+    for (int64_t y = 0; y < 12; ++y)
+      for (int64_t x = 0; x < 40; ++x) n += is(im, y, x, {255, 255, 255});
+    return n;
+  };
+  REQUIRE(lit("0") > 0);
+  REQUIRE(2 * lit("0") == lit("00"));
+  REQUIRE(3 * lit("X") == lit("XXX"));
+}
+
 TEST_CASE("draw_detections draws boxes and tags above threshold, writes a PNG", "[draw]") {
   Image im = Image::filled(100, 120, {90, 90, 90});
   std::vector<std::string> names = {"Sneaker", "Bag"};

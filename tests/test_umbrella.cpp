@@ -8,6 +8,11 @@
 #include "detr/eval/coco_eval.hpp"
 #include "detr/eval/draw.hpp"
 #include "detr/eval/postprocess.hpp"
+#include "detr/data/coco_folder.hpp"
+#include "detr/train/chart.hpp"
+#include "detr/train/metrics_log.hpp"
+#include "detr/train/progress.hpp"
+#include "detr/train/trainer.hpp"
 #include "helpers.hpp"
 
 TEST_CASE("the umbrella header and the data / eval headers compile together", "[umbrella]") {

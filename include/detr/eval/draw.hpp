@@ -72,7 +72,10 @@ inline void draw_text(Image& im, int64_t x, int64_t y, const std::string& text,
                       std::array<uint8_t, 3> rgb, int scale = 1) {
   DETR_CHECK(scale >= 1, "draw_text: scale must be >= 1, got " << scale);
   std::string t = text;
-  std::vector<char> vbuf(t.size() * 270 + 64);  // stb: up to ~270 bytes of quads per glyph
+  // A quad is 4 vertices of 16 bytes; a glyph has up to 11 quads ('X'), so 16 per glyph leave
+  // room. stb drops the quads that do not fit (a 6-quad '0' alone lost its right stroke when
+  // this was stb's "about 270 bytes per character").
+  std::vector<char> vbuf(t.size() * 16 * 64 + 64);
   int quads = stb_easy_font_print(0, 0, t.data(), nullptr, vbuf.data(), int(vbuf.size()));
   for (int q = 0; q < quads; ++q) {
     const float* v0 = reinterpret_cast<const float*>(vbuf.data() + q * 64);       // vertex 0
