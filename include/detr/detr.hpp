@@ -55,3 +55,8 @@
 #include "detr/transformer/deformable_layers.hpp"
 #include "detr/transformer/deformable_transformer.hpp"
 #include "detr/models/deformable_detr.hpp"
+#include "detr/data/coco_folder.hpp"
+#include "detr/train/progress.hpp"
+#include "detr/train/metrics_log.hpp"
+#include "detr/train/chart.hpp"
+#include "detr/train/trainer.hpp"
