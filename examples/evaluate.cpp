@@ -2,8 +2,7 @@
 // as pycocotools prints them (12 numbers) and then per class.
 //
 //   ./build/examples/evaluate --checkpoint runs/detr/epoch_0050.safetensors
-//   ./build/examples/evaluate --checkpoint ckpt.safetensors --data data/fashion_det --split val \
-//                             --results detections.json
+//   ./build/examples/evaluate --checkpoint ckpt.safetensors --data data/fashion_det --results dets.json
 //
 // The checkpoint says which model type it holds, the classes it was trained on and its image
 // size (train writes them as metadata), so nothing but the file is needed to rebuild the model.
