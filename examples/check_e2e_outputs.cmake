@@ -1,6 +1,6 @@
 # The files the end-to-end example chain must leave behind (cmake -DE2E=<dir> -P this file).
 foreach(f run/epoch_0001.safetensors run/epoch_0002.safetensors run/metrics.jsonl run/chart.png
-          results.json detect/000001.png detect/000002.png detect/detections.json)
+          results.json metrics.json detect/000001.png detect/000002.png detect/detections.json)
   if(NOT EXISTS ${E2E}/${f})
     message(FATAL_ERROR "end-to-end run left no ${E2E}/${f}")
   endif()
@@ -17,4 +17,8 @@ endif()
 file(READ ${E2E}/detect/detections.json dets)
 if(NOT dets MATCHES "000002.png" OR NOT dets MATCHES "\"detections\"")
   message(FATAL_ERROR "${E2E}/detect/detections.json does not list both images")
+endif()
+file(READ ${E2E}/metrics.json metrics)
+if(NOT metrics MATCHES "\"AP50\":" OR NOT metrics MATCHES "\"AP_per_class\":{\"Ankle boot\":" OR NOT metrics MATCHES "\"epoch\":2")
+  message(FATAL_ERROR "${E2E}/metrics.json lacks the COCO numbers of epoch 2: ${metrics}")
 endif()

@@ -45,7 +45,6 @@ int run(const Args& a, const examples::CheckpointInfo& info) {
   // 1. The model the checkpoint holds, in inference mode.
   M model;
   io::load_checkpoint(info.path, model);
-  examples::set_per_image_backbone(model, true);
   eval(model);
   NoGrad no_grad;
   const int64_t size = a.image_size > 0 ? a.image_size : info.image_size;

@@ -13,6 +13,7 @@
 #include <omp.h>
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 
 #include "detr/data/coco_folder.hpp"
@@ -24,7 +25,7 @@
 using namespace detr;
 
 struct Args {
-  std::string checkpoint, model, data = "data/fashion_det", split = "val", results;
+  std::string checkpoint, model, data = "data/fashion_det", split = "val", results, metrics;
   int64_t batch = 8, images = -1, image_size = 0;
   int threads = 0, workers = 1;
   double min_map = -1;
@@ -43,7 +44,6 @@ int run(const Args& a, const examples::CheckpointInfo& info) {
   // 2. The model, in eval mode once evaluate() runs.
   M model;
   io::load_checkpoint(info.path, model);
-  examples::set_per_image_backbone(model, true);
   const int64_t size = a.image_size > 0 ? a.image_size : info.image_size;
   std::printf("%s: '%s' model after %lld epochs; %lld %s images at shorter side %lld\n", info.path.c_str(),
               info.model.c_str(), (long long)info.epoch, (long long)data.size(), a.split.c_str(), (long long)size);
@@ -62,6 +62,15 @@ int run(const Args& a, const examples::CheckpointInfo& info) {
   if (!a.results.empty()) {
     save_detections(a.results, ev.detections);
     std::printf("detections written to %s (COCO results format)\n", a.results.c_str());
+  }
+  if (!a.metrics.empty()) {
+    nlohmann::json rec = {{"checkpoint", info.path}, {"model", info.model},     {"epoch", info.epoch},
+                          {"split", a.split},        {"images", ev.images},     {"image_size", size},
+                          {"seconds", ev.seconds}};
+    rec.update(examples::coco_metrics_json(ev.coco, ""));
+    std::ofstream f(a.metrics);
+    DETR_CHECK(f << rec.dump() << "\n", "evaluate: cannot write " << a.metrics);
+    std::printf("metrics written to %s\n", a.metrics.c_str());
   }
   if (ev.map() < a.min_map) {
     std::printf("FAILED: mAP %.4f is below --min-map %.4f\n", ev.map(), a.min_map);
@@ -85,6 +94,7 @@ int main(int argc, char** argv) {
   app.add_option("--image-size", a.image_size, "Shorter image side (default: the one the checkpoint was trained at)")
       ->check(CLI::Range(32, 4096));
   app.add_option("--results", a.results, "Also write the detections as a COCO results json");
+  app.add_option("--metrics", a.metrics, "Also write the 12 numbers and per-class AP as one JSON object");
   app.add_option("--threads", a.threads, "OpenMP threads (0: all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--workers", a.workers, "Data loader threads")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--min-map", a.min_map, "Exit with status 1 if mAP@[.50:.95] is below this");

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "detr/data/transforms.hpp"
+#include "detr/eval/coco_eval.hpp"
 #include "detr/io/checkpoint.hpp"
 #include "detr/models/detr.hpp"
 #include "detr/nn/position_encoding.hpp"
@@ -74,14 +75,6 @@ inline const std::vector<std::string> kModelNames = {
 #endif
 };
 
-// Inference runs the backbone image by image (Joiner::padding_invariant): an image's detections
-// then do not depend on what it is batched with, and no time goes into padding. Training keeps
-// the reference's batched backbone, whose BatchNorm normalises with the batch's statistics.
-template <class M>
-void set_per_image_backbone(M& model, bool on) {
-  if constexpr (requires { model.backbone.padding_invariant; }) model.backbone.padding_invariant = on;
-}
-
 // ---- Transforms ----------------------------------------------------------------------------
 // FashionDet canvases are 128..192 px a side, so instead of COCO's 800 px the shorter side is
 // drawn around the native size: training uses image_size + {-32, -16, 0, 16, 32} with random
@@ -96,6 +89,18 @@ inline Transform eval_resize(int64_t image_size) { return random_resize({image_s
 // Augment (or resize), then ToTensor + Normalize: what a DataLoader applies to each sample.
 inline auto to_model_input(Transform t) {
   return [t = std::move(t)](const Sample& s, Rng& rng) { return normalize(t(s, rng)); };
+}
+
+// ---- COCO numbers as JSON ------------------------------------------------------------------
+// The 12 numbers by short name and the per-class AP, keys prefixed ("val_AP", ...): one record
+// of train's metrics.jsonl, or evaluate --metrics.
+inline nlohmann::json coco_metrics_json(const CocoEvalResult& coco, const std::string& prefix) {
+  nlohmann::json rec = nlohmann::json::object();
+  for (size_t i = 0; i < coco.stats.size(); ++i) rec[prefix + CocoEvalResult::kStatNames[i]] = coco.stats[i];
+  nlohmann::json per_class = nlohmann::json::object();
+  for (size_t k = 0; k < coco.category_names.size(); ++k) per_class[coco.category_names[k]] = coco.per_category_ap[k];
+  rec[prefix + "AP_per_class"] = per_class;
+  return rec;
 }
 
 // ---- What a checkpoint says about its model ------------------------------------------------

@@ -155,20 +155,12 @@ int run(const Args& a) {
     evaluated = epoch % a.eval_every == 0 || epoch == a.epochs || stop;
     if (evaluated) {
       ProgressBar ebar("eval", val_loader.num_batches());
-      examples::set_per_image_backbone(model, true);
       last_eval = evaluate(model, val_loader, val_set, &ebar);
-      examples::set_per_image_backbone(model, false);
       ebar.finish();
       const auto& s = last_eval.coco.stats;
       std::printf("epoch %lld: loss %.4f, val AP %.3f AP50 %.3f AP75 %.3f AR100 %.3f\n", (long long)epoch, st.loss,
                   s[0], s[1], s[2], s[8]);
-      static const char* kStatNames[12] = {"AP",   "AP50", "AP75", "APs",  "APm",  "APl",
-                                           "AR1",  "AR10", "AR100", "ARs", "ARm", "ARl"};
-      for (int i = 0; i < 12; ++i) rec[std::string("val_") + kStatNames[i]] = s[size_t(i)];
-      nlohmann::json per_class = nlohmann::json::object();
-      for (size_t k = 0; k < last_eval.coco.category_names.size(); ++k)
-        per_class[last_eval.coco.category_names[k]] = last_eval.coco.per_category_ap[k];
-      rec["val_AP_per_class"] = per_class;
+      rec.update(examples::coco_metrics_json(last_eval.coco, "val_"));
     } else {
       std::printf("epoch %lld: loss %.4f\n", (long long)epoch, st.loss);
     }
@@ -212,7 +204,6 @@ int run(const Args& a) {
 
   // 6. The final COCO numbers (evaluated now if the run had nothing left to train).
   if (!evaluated) {
-    examples::set_per_image_backbone(model, true);
     last_eval = evaluate(model, val_loader, val_set);
   }
   std::printf("\n");

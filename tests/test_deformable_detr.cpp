@@ -12,6 +12,7 @@
 #include <string>
 
 #include "detr/models/deformable_detr.hpp"
+#include "detr/models/per_image.hpp"
 #include "detr/nn/position_encoding.hpp"
 #include "detr/ops/reduce.hpp"
 #include "parity.hpp"
@@ -216,4 +217,41 @@ TEST_CASE("DeformableDetr output shapes and input errors", "[deformable_detr]") 
                       Catch::Contains("mask must be [B, H, W] = [1, 40, 48]"));
   REQUIRE_THROWS_WITH(m.forward(images, Tensor<uint8_t>::zeros({2, 40, 48})),
                       Catch::Contains("mask must be [B, H, W]"));
+}
+
+// The reference batch pads its second image; under forward_per_image that image's detections
+// are those it gets alone (the batched forward differs: the ResNet's edges and the input
+// projections' GroupNorm see the padding).
+TEST_CASE("DeformableDetr detections do not change with padding under forward_per_image", "[deformable_detr][padding]") {
+  const auto& ref = reference("deformable_detr");
+  TwoStage m;
+  Rng rng(0);
+  m.init(rng);
+  load_state_dict(m, reference("deformable_detr_two_stage_weights"));
+  eval(m);
+  NoGrad no_grad;
+  const Tensor<float> batch_images = ref.get<float>("images");
+  const Tensor<uint8_t> batch_mask = ref.get<uint8_t>("mask");
+  const auto [h, w] = unpadded_extent(batch_mask, 1);
+  REQUIRE((h < batch_mask.dim(1) || w < batch_mask.dim(2)));  // the test needs a padded image
+  const auto single = m.forward(slice(slice(slice(Var<float>(batch_images), 0, 1, 2), 2, 0, h), 3, 0, w),
+                                Tensor<uint8_t>::zeros({1, h, w}));
+  auto max_diff = [&](const DetectorOutput<float>& batched) {
+    double d = 0;
+    for (size_t l = 0; l < single.layers.size(); ++l)
+      for (auto [a, s] : {std::pair{&batched.layers[l].logits, &single.layers[l].logits},
+                          std::pair{&batched.layers[l].boxes, &single.layers[l].boxes}}) {
+        REQUIRE(a->dim(0) == 2);
+        for (int64_t i = 0; i < s->numel(); ++i)
+          d = std::max(d, double(std::abs(a->value()[1].data()[i] - s->value().data()[i])));
+      }
+    return d;
+  };
+  const auto per_image = forward_per_image(m, Var<float>(batch_images), batch_mask);
+  REQUIRE(!per_image.encoder);  // a different number of proposals per image: not stacked
+  const double leaky = max_diff(m.forward(Var<float>(batch_images), batch_mask));
+  const double invariant = max_diff(per_image);
+  INFO("max |difference| of logits and boxes: batched " << leaky << ", per image " << invariant);
+  CHECK(leaky > 1e-3);
+  REQUIRE(invariant < 2e-5);
 }

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "detr/models/detr.hpp"
+#include "detr/models/per_image.hpp"
 #include "detr/nn/position_encoding.hpp"
 #include "detr/nn/resnet.hpp"
 #include "parity.hpp"
@@ -122,7 +123,7 @@ TEST_CASE("Detr rejects malformed input with the expected shapes", "[detr_model]
   REQUIRE_THROWS_WITH(m.forward(rgb, Tensor<uint8_t>::zeros({1, 32, 64})), Catch::Contains("mask"));
 }
 
-TEST_CASE("Detr detections do not change with padding when the backbone runs per image", "[detr_model][padding]") {
+TEST_CASE("Detr detections do not change with padding under forward_per_image", "[detr_model][padding]") {
   const auto& ref = reference("detr_model");
   SmallDetr m = reference_model();
   NoGrad no_grad;
@@ -131,14 +132,14 @@ TEST_CASE("Detr detections do not change with padding when the backbone runs per
   const Tensor<uint8_t> batch_mask = ref.get<uint8_t>("mask");  // [2, 70, 90]
   Var<float> alone = slice(slice(slice(Var<float>(batch_images), 0, 1, 2), 2, 0, 52), 3, 0, 64);
   const auto alone_mask = Tensor<uint8_t>::zeros({1, 52, 64});
-  auto max_diff = [&](bool invariant) {
-    m.backbone.padding_invariant = invariant;
-    auto batched = m.forward(Var<float>(batch_images), batch_mask);
-    auto single = m.forward(alone, alone_mask);
+  const auto single = m.forward(alone, alone_mask);
+  auto max_diff = [&](const DetectorOutput<float>& batched) {
+    REQUIRE(batched.layers.size() == single.layers.size());
     double d = 0;
-    for (size_t l = 0; l < 2; ++l) {
+    for (size_t l = 0; l < single.layers.size(); ++l) {
       const auto& a = batched.layers[l];
       const auto& s = single.layers[l];
+      REQUIRE(a.logits.shape() == Shape({2, s.logits.dim(1), s.logits.dim(2)}));
       for (int64_t i = 0; i < s.logits.numel(); ++i)
         d = std::max(d, double(std::abs(a.logits.value()[1].data()[i] - s.logits.value().data()[i])));
       for (int64_t i = 0; i < s.boxes.numel(); ++i)
@@ -146,14 +147,20 @@ TEST_CASE("Detr detections do not change with padding when the backbone runs per
     }
     return d;
   };
-  // The reference's batched backbone lets the padding leak into the edge features.
-  const double leaky = max_diff(false), invariant = max_diff(true);
-  INFO("max |difference| of logits and boxes: reference backbone " << leaky << ", per image " << invariant);
+  // The reference's batched forward lets the padding leak into the backbone's edge features.
+  const double leaky = max_diff(m.forward(Var<float>(batch_images), batch_mask));
+  const double invariant = max_diff(forward_per_image(m, Var<float>(batch_images), batch_mask));
+  INFO("max |difference| of logits and boxes: batched " << leaky << ", per image " << invariant);
   CHECK(leaky > 1e-3);
   REQUIRE(invariant < 2e-5);
 
   Var<float> images(batch_images);
   auto bad = batch_mask.clone();
   bad.data()[5] = 1;  // a hole inside the first image
-  REQUIRE_THROWS_WITH(m.forward(images, bad), Catch::Contains("not a top-left"));
+  REQUIRE_THROWS_WITH(forward_per_image(m, images, bad), Catch::Contains("image 0's mask is not a top-left"));
+  auto empty = batch_mask.clone();
+  std::fill_n(empty.data() + 70 * 90, 70 * 90, uint8_t(1));  // the second image is all padding
+  REQUIRE_THROWS_WITH(forward_per_image(m, images, empty), Catch::Contains("image 1 has no unpadded pixel"));
+  REQUIRE_THROWS_WITH(forward_per_image(m, images, Tensor<uint8_t>::zeros({2, 70, 80})),
+                      Catch::Contains("must be [B, H, W] of images [2, 3, 70, 90]"));
 }

@@ -51,6 +51,7 @@
 #include "detr/loss/set_criterion.hpp"
 #include "detr/optim/optimizer.hpp"
 #include "detr/models/detector.hpp"
+#include "detr/models/per_image.hpp"
 #include "detr/models/detr.hpp"
 #include "detr/transformer/deformable_layers.hpp"
 #include "detr/transformer/deformable_transformer.hpp"

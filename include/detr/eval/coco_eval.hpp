@@ -44,6 +44,10 @@ struct CocoEvalResult {
   std::vector<double> precision;             // [T, R, K, A, M] as COCOeval.eval['precision']
   std::vector<double> recall;                // [T, K, A, M]
 
+  // Short names of the 12 numbers, in their order.
+  static constexpr std::array<const char*, 12> kStatNames = {"AP",  "AP50", "AP75",  "APs", "APm", "APl",
+                                                             "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"};
+
   // The standard 12-line summary, formatted as pycocotools prints it.
   void print_summary(std::ostream& os) const {
     static const char* kLines[12][4] = {

@@ -21,6 +21,7 @@
 #include "detr/eval/postprocess.hpp"
 #include "detr/loss/set_criterion.hpp"
 #include "detr/models/detector.hpp"
+#include "detr/models/per_image.hpp"
 #include "detr/optim/clip.hpp"
 #include "detr/optim/optimizer.hpp"
 #include "detr/train/progress.hpp"
@@ -129,12 +130,16 @@ struct Evaluation {
   double map() const { return coco.stats[0]; }
 };
 
+// How evaluate() runs a padded batch: each image alone (forward_per_image: its detections do
+// not depend on the batch) or the reference's way, the padded batch at once.
+enum class InferenceBatching { per_image, padded_batch };
+
 // The model's detections on every image of `loader`'s dataset, scored against `ground_truth`
 // (the same CocoDataset, or the one it was cut from). The loader must not shuffle or drop
 // images, and its transform must not crop: boxes are scaled back by each image's orig_size.
 template <Detector M, class Dataset>
 Evaluation evaluate(M& model, DataLoader<Dataset>& loader, const CocoDataset& ground_truth,
-                    ProgressBar* progress = nullptr) {
+                    ProgressBar* progress = nullptr, InferenceBatching batching = InferenceBatching::per_image) {
   using T = typename M::Scalar;
   const auto t0 = std::chrono::steady_clock::now();
   Evaluation ev;
@@ -142,7 +147,9 @@ Evaluation evaluate(M& model, DataLoader<Dataset>& loader, const CocoDataset& gr
   NoGrad no_grad;  // inference: no graph is recorded
   loader.start_epoch(0);
   while (std::optional<Batch> batch = loader.next()) {
-    DetectorOutput<T> out = model.forward(batch_images<T>(*batch), batch->mask);
+    DetectorOutput<T> out = batching == InferenceBatching::per_image
+                                ? forward_per_image(model, batch_images<T>(*batch), batch->mask)
+                                : model.forward(batch_images<T>(*batch), batch->mask);
     std::vector<ImageSize> sizes;
     for (const auto& t : batch->targets) sizes.push_back({t.orig_size[0], t.orig_size[1]});
     auto dets = postprocess<M>(out.final(), sizes);
