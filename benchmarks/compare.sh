@@ -12,6 +12,10 @@ export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2
 # Each side at its best: PyTorch's two thread pools fight over the 2 cores unless its OpenMP
 # threads sleep (PASSIVE); ours have one pool and lose ~20-60% if they sleep between regions.
 TORCH_ENV="OMP_WAIT_POLICY=PASSIVE"
+# Debian's OpenBLAS (the gemm peer, and torch's BLAS) picks its kernels from the CPU model; in
+# this VM it sees "Prescott" and falls back to SSE3 kernels (~25 GFLOP/s). Give it its AVX-512
+# kernels so the peers run at their best (check with openblas_get_corename).
+if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}; fi
 
 build() {
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -23,6 +27,15 @@ need_torch() {
     echo "compare.sh: PyTorch is needed for the reference side; install python3-torch (apt) or torch (pip)" >&2
     exit 1
   }
+  # Debian's torch calls BLAS through libblas.so.3: with no OpenBLAS installed that is the netlib
+  # reference, ~30x slower at GEMM, and the peer would not be at its best.
+  local blas=$("$PY" -c "import torch; print(next((l.split()[-1] for l in open('/proc/self/maps') if 'libblas.so' in l), 'bundled'))")
+  case "$blas" in
+    */blas/libblas.so*)
+      echo "compare.sh: torch runs on the reference BLAS ($blas); install libopenblas0-pthread" >&2
+      exit 1 ;;
+  esac
+  echo "torch BLAS: $blas"
 }
 
 # Median real time (ms) of one Google Benchmark case from its JSON output.
@@ -37,10 +50,6 @@ PYEOF
 
 case_gemm() {
   build bench_gemm
-  # Debian's OpenBLAS picks its kernels from the CPU model; in this VM it sees "Prescott" and
-  # falls back to SSE3 kernels (~25 GFLOP/s). Give it its AVX-512 kernels so the peer runs at
-  # its best (check with openblas_get_corename).
-  if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SkylakeX}; fi
   local out=$(mktemp)
   "$BUILD/benchmarks/bench_gemm" --benchmark_filter='/1024/1024/1024' --benchmark_repetitions=5 \
     --benchmark_min_time=0.5 --benchmark_out="$out" --benchmark_out_format=json \
