@@ -5,6 +5,7 @@
 # Two runs share the 2 cores at a time (one OpenMP thread each, the longest two first); the
 # table is printed at the end and written to runs/experiment/table.md.
 #   scripts/reference_experiment.sh [epochs]       (default 4: each run under 40 minutes)
+# A quick check of the pipeline: TRAIN_ARGS="--max-steps 2 --val-images 16" EVAL_ARGS="--images 16"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${1:-4}
@@ -19,10 +20,10 @@ run() {  # model
   local t0=$(date +%s)
   ./build/examples/train --model "$m" --data data/fashion_det --out "$OUT/$m" --threads 1 --workers 1 \
       --epochs "$EPOCHS" --image-size 128 --batch 8 --lr 2e-4 --lr-backbone 2e-4 --weight-decay 1e-4 \
-      --clip 0.1 --dropout 0.1 --seed 42 --eval-every 1 > "$OUT/$m.log" 2>&1
+      --clip 0.1 --dropout 0.1 --seed 42 --eval-every 1 ${TRAIN_ARGS:-} > "$OUT/$m.log" 2>&1
   echo $(( $(date +%s) - t0 )) > "$OUT/$m.seconds"  # training wall time, evaluations included
   ./build/examples/evaluate --checkpoint "$(printf '%s/%s/epoch_%04d.safetensors' "$OUT" "$m" "$EPOCHS")" \
-    --data data/fashion_det --threads 1 --metrics "$OUT/$m.eval.json" > "$OUT/$m.eval.log" 2>&1
+    --data data/fashion_det --threads 1 --metrics "$OUT/$m.eval.json" ${EVAL_ARGS:-} > "$OUT/$m.eval.log" 2>&1
   echo "$m: trained in $(cat "$OUT/$m.seconds") s"
 }
 
