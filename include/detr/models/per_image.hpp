@@ -59,10 +59,6 @@ DetectorOutput<typename M::Scalar> forward_per_image(M& model, const Var<typenam
     Var<T> image = slice(slice(slice(images, 0, b, b + 1), 2, 0, h), 3, 0, w);  // [1, 3, h, w]
     outs.push_back(model.forward(image, Tensor<uint8_t>::zeros({1, h, w})));
   }
-  if (B == 1) {
-    outs[0].encoder.reset();
-    return std::move(outs[0]);
-  }
   DetectorOutput<T> out;
   for (size_t l = 0; l < outs[0].layers.size(); ++l) {
     std::vector<Var<T>> logits, boxes;
