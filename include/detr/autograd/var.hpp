@@ -85,7 +85,11 @@ struct Node {
       return;
     }
     if (!grad.unique()) grad = grad.clone();  // never write into a buffer someone else holds
-    grad.arr() += g.arr();
+    T* acc = grad.data();
+    const T* add = g.data();
+    const int64_t n = grad.numel();
+#pragma omp parallel for simd if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) acc[i] += add[i];
   }
 };
 

@@ -13,6 +13,7 @@
 
 #include "detr/core/device.hpp"
 #include "detr/core/error.hpp"
+#include "detr/core/host_allocator.hpp"
 #include "detr/core/shape.hpp"
 
 namespace detr {
@@ -21,14 +22,13 @@ template <class T, class Device = cpu>
 class Tensor;
 
 namespace internal {
-// 64-byte aligned host allocation (AVX-512 loads, whole cache lines).
+// 64-byte aligned host allocation (AVX-512 loads, whole cache lines), large blocks cached.
 template <class T>
 std::shared_ptr<T> allocate_host(int64_t n) {
   static_assert(std::is_trivially_copyable_v<T>, "tensor elements must be trivially copyable");
-  size_t bytes = std::max<size_t>(64, (size_t(n) * sizeof(T) + 63) / 64 * 64);
-  void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  return std::shared_ptr<T>(static_cast<T*>(p), [](T* q) { std::free(q); });
+  const size_t bytes = size_t(n) * sizeof(T);
+  void* p = HostCache::instance().allocate(bytes);
+  return std::shared_ptr<T>(static_cast<T*>(p), [bytes](T* q) { HostCache::instance().deallocate(q, bytes); });
 }
 }  // namespace internal
 

@@ -4,10 +4,13 @@
 // (boolean or additive) and key_padding_mask as torch.nn.MultiheadAttention takes them, and
 // dropout on the attention weights. The backward is fused too: it recomputes the dropout mask
 // from its seed instead of storing it and keeps only the softmax probabilities.
+#include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "detr/autograd/var.hpp"
 #include "detr/core/rng.hpp"
+#include "detr/ops/gemm.hpp"
 #include "detr/ops/softmax.hpp"
 
 namespace detr {
@@ -22,14 +25,8 @@ struct AttentionMask {
 
 namespace internal {
 
-template <class T>
-using StridedMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0,
-                              Eigen::OuterStride<>>;
-template <class T>
-using MutStridedMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0,
-                                 Eigen::OuterStride<>>;
-template <class T>
-using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+// Query rows per block: a block's scores (kAttentionBlock x Lk) stay in L2 between the products.
+inline constexpr int64_t kAttentionBlock = 48;
 
 template <class M>
 const M* mask_slice(const Tensor<M>& m, int64_t bh, int64_t Lq, int64_t Lk, const char* what,
@@ -84,40 +81,45 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
   constexpr T ninf = -std::numeric_limits<T>::infinity();
   // Threads only pay off above ~1 MFLOP; tiny problems stay on the calling thread.
   const bool parallel = B * H > 1 && B * Lq * Lk * D > (int64_t(1) << 18);
+  // Each head runs in blocks of kAttentionBlock query rows, so that a block's scores, probabilities and
+  // their gradients stay in L2 between the products; K^T and V are packed once per head.
 #pragma omp parallel if (parallel)
   {
-    internal::RowMat<T> dropped;  // this thread's P * dropout mask
+    internal::PackedB<T> kt_packed, v_packed;
+    std::vector<T> dropped;  // this thread's P * dropout mask, one block
 #pragma omp for schedule(dynamic)
     for (int64_t bh = 0; bh < B * H; ++bh) {
-      const int64_t b = bh / H, h = bh % H;
-      internal::StridedMap<T> Q(qv.data() + b * Lq * D + h * Dh, Lq, Dh, Eigen::OuterStride<>(D));
-      internal::StridedMap<T> K(kv.data() + b * Lk * D + h * Dh, Lk, Dh, Eigen::OuterStride<>(D));
-      internal::StridedMap<T> V(vv.data() + b * Lk * D + h * Dh, Lk, Dh, Eigen::OuterStride<>(D));
-      internal::MutStridedMap<T> O(out.data() + b * Lq * D + h * Dh, Lq, Dh, Eigen::OuterStride<>(D));
-      T* P = probs.data() + bh * Lq * Lk;
-      Eigen::Map<internal::RowMat<T>> S(P, Lq, Lk);
-      S.noalias() = (Q * K.transpose()) * scale;
+      const int64_t b = bh / H, h = bh % H, qo = b * Lq * D + h * Dh, ko = b * Lk * D + h * Dh;
+      kt_packed.pack(true, kv.data() + ko, D, Dh, Lk);
+      v_packed.pack(false, vv.data() + ko, D, Lk, Dh);
       const uint8_t* blocked = internal::mask_slice(attn_mask.blocked, bh, Lq, Lk, "attn_mask", B, H);
       const T* additive = internal::mask_slice(attn_mask.additive, bh, Lq, Lk, "attn_mask", B, H);
       const uint8_t* pad = key_padding_mask.defined() ? key_padding_mask.data() + b * Lk : nullptr;
-      for (int64_t i = 0; i < Lq; ++i) {
-        T* row = P + i * Lk;
-        if (additive)
-          for (int64_t j = 0; j < Lk; ++j) row[j] += additive[i * Lk + j];
-        if (blocked)
-          for (int64_t j = 0; j < Lk; ++j)
-            if (blocked[i * Lk + j]) row[j] = ninf;
-        if (pad)
-          for (int64_t j = 0; j < Lk; ++j)
-            if (pad[j]) row[j] = ninf;
-        internal::softmax_row(row, Lk);
-      }
-      if (drop) {
-        dropped.resize(Lq, Lk);
-        for (int64_t i = 0; i < Lq * Lk; ++i) dropped.data()[i] = P[i] * drop_factor(bh, i);
-        O.noalias() = dropped * V;
-      } else {
-        O.noalias() = S * V;
+      for (int64_t i0 = 0; i0 < Lq; i0 += internal::kAttentionBlock) {
+        const int64_t rows = std::min(internal::kAttentionBlock, Lq - i0);
+        T* P = probs.data() + (bh * Lq + i0) * Lk;
+        kt_packed.multiply(false, rows, qv.data() + qo + i0 * D, D, P, Lk);  // S = Q K^T
+        for (int64_t i = 0; i < rows; ++i) {
+          T* row = P + i * Lk;
+          for (int64_t j = 0; j < Lk; ++j) row[j] *= scale;
+          if (additive)
+            for (int64_t j = 0; j < Lk; ++j) row[j] += additive[(i0 + i) * Lk + j];
+          if (blocked)
+            for (int64_t j = 0; j < Lk; ++j)
+              if (blocked[(i0 + i) * Lk + j]) row[j] = ninf;
+          if (pad)
+            for (int64_t j = 0; j < Lk; ++j)
+              if (pad[j]) row[j] = ninf;
+          internal::softmax_row(row, Lk);
+        }
+        const T* PV = P;
+        if (drop) {
+          dropped.resize(size_t(rows * Lk));
+          const int64_t first = i0 * Lk;
+          for (int64_t i = 0; i < rows * Lk; ++i) dropped[size_t(i)] = P[i] * drop_factor(bh, first + i);
+          PV = dropped.data();
+        }
+        v_packed.multiply(false, rows, PV, Lk, out.data() + qo + i0 * D, D);  // O = P V
       }
     }
   }
@@ -126,35 +128,40 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
     auto dq = Tensor<T>::empty(qv.shape()), dk = Tensor<T>::empty(kv.shape()), dv = Tensor<T>::empty(vv.shape());
 #pragma omp parallel if (parallel)
     {
-      internal::RowMat<T> dP, Pd;
+      internal::PackedB<T> vt_packed, k_packed;
+      std::vector<T> dP_buf, Pd_buf;
 #pragma omp for schedule(dynamic)
       for (int64_t bh = 0; bh < B * H; ++bh) {
-        const int64_t b = bh / H, h = bh % H;
-        const Eigen::OuterStride<> st(D);
-        internal::StridedMap<T> Q(qv.data() + b * Lq * D + h * Dh, Lq, Dh, st);
-        internal::StridedMap<T> K(kv.data() + b * Lk * D + h * Dh, Lk, Dh, st);
-        internal::StridedMap<T> V(vv.data() + b * Lk * D + h * Dh, Lk, Dh, st);
-        internal::StridedMap<T> dO(g.data() + b * Lq * D + h * Dh, Lq, Dh, st);
-        internal::MutStridedMap<T> dQ(dq.data() + b * Lq * D + h * Dh, Lq, Dh, st);
-        internal::MutStridedMap<T> dK(dk.data() + b * Lk * D + h * Dh, Lk, Dh, st);
-        internal::MutStridedMap<T> dV(dv.data() + b * Lk * D + h * Dh, Lk, Dh, st);
-        Eigen::Map<const internal::RowMat<T>> P(probs.data() + bh * Lq * Lk, Lq, Lk);
-        dP.noalias() = dO * V.transpose();  // gradient w.r.t. the dropped probabilities
-        if (drop) {
-          Pd.resize(Lq, Lk);
-          for (int64_t i = 0; i < Lq * Lk; ++i) {
-            T f = drop_factor(bh, i);
-            Pd.data()[i] = P.data()[i] * f;
-            dP.data()[i] *= f;
+        const int64_t b = bh / H, h = bh % H, qo = b * Lq * D + h * Dh, ko = b * Lk * D + h * Dh;
+        vt_packed.pack(true, vv.data() + ko, D, Dh, Lk);
+        k_packed.pack(false, kv.data() + ko, D, Lk, Dh);
+        for (int64_t i0 = 0; i0 < Lq; i0 += internal::kAttentionBlock) {
+          const int64_t rows = std::min(internal::kAttentionBlock, Lq - i0);
+          const T* P = probs.data() + (bh * Lq + i0) * Lk;
+          const T* dO = g.data() + qo + i0 * D;
+          const T beta = i0 == 0 ? T(0) : T(1);  // dK and dV sum over the query blocks
+          dP_buf.resize(size_t(rows * Lk));
+          T* dP = dP_buf.data();
+          vt_packed.multiply(false, rows, dO, D, dP, Lk);  // dP = dO V^T (w.r.t. the dropped P)
+          const T* PV = P;
+          if (drop) {
+            Pd_buf.resize(size_t(rows * Lk));
+            const int64_t first = i0 * Lk;
+            for (int64_t i = 0; i < rows * Lk; ++i) {
+              T f = drop_factor(bh, first + i);
+              Pd_buf[size_t(i)] = P[i] * f;
+              dP[i] *= f;
+            }
+            PV = Pd_buf.data();
           }
-          dV.noalias() = Pd.transpose() * dO;
-        } else {
-          dV.noalias() = P.transpose() * dO;
+          internal::gemm(true, false, Lk, Dh, rows, PV, Lk, dO, D, dv.data() + ko, D, beta);  // dV += P^T dO
+          for (int64_t i = 0; i < rows; ++i) {  // softmax backward in place: dS = P * (dP - <dP, P>)
+            internal::softmax_row_backward(P + i * Lk, dP + i * Lk, dP + i * Lk, Lk);
+            for (int64_t j = 0; j < Lk; ++j) dP[i * Lk + j] *= scale;
+          }
+          k_packed.multiply(false, rows, dP, Lk, dq.data() + qo + i0 * D, D);  // dQ = dS K
+          internal::gemm(true, false, Lk, Dh, rows, dP, Lk, qv.data() + qo + i0 * D, D, dk.data() + ko, D, beta);  // dK += dS^T Q
         }
-        for (int64_t i = 0; i < Lq; ++i)  // softmax backward in place: dS = P * (dP - <dP, P>)
-          internal::softmax_row_backward(P.data() + i * Lk, dP.data() + i * Lk, dP.data() + i * Lk, Lk);
-        dQ.noalias() = (dP * K) * scale;
-        dK.noalias() = (dP.transpose() * Q) * scale;
       }
     }
     in.add(0, std::move(dq));

@@ -18,6 +18,7 @@
 #include <algorithm>
 
 #include "detr/autograd/var.hpp"
+#include "detr/ops/gemm.hpp"
 #include "detr/ops/window.hpp"
 
 namespace detr {
@@ -37,24 +38,6 @@ struct ConvGeometry {
     return pointwise() ? OH : std::clamp<int64_t>((int64_t(1) << 19) / std::max<int64_t>(rows() * OW, 1), 1, OH);
   }
 };
-
-// C[M,N] = op(A) op(B) + beta C on row-major blocks with leading dimensions (row strides), so a
-// band of output columns can be read or written in place inside a whole image.
-template <class T>
-void gemm_ld(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-             int64_t ldb, T* C, int64_t ldc, T beta) {
-  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using Stride = Eigen::OuterStride<>;
-  Eigen::Map<Mat, 0, Stride> c(C, M, N, Stride(ldc));
-  Eigen::Map<const Mat, 0, Stride> a(A, ta ? K : M, ta ? M : K, Stride(lda));
-  Eigen::Map<const Mat, 0, Stride> b(B, tb ? N : K, tb ? K : N, Stride(ldb));
-  if (beta == T(0)) c.setZero();
-  else if (beta != T(1)) c *= beta;
-  if (!ta && !tb) c.noalias() += a * b;
-  else if (!ta && tb) c.noalias() += a * b.transpose();
-  else if (ta && !tb) c.noalias() += a.transpose() * b;
-  else c.noalias() += a.transpose() * b.transpose();
-}
 
 // col [C*KH*KW, (oh1 - oh0) * OW]: the columns of output rows [oh0, oh1) of one image
 // x [C, H, W]; padding reads as 0.
@@ -181,7 +164,7 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
         col = buf;
       }
       for (int64_t g = 0; g < groups; ++g)
-        internal::gemm_ld(false, false, CoutG, n, Kg, wv.data() + g * CoutG * Kg, Kg, col + g * Kg * n, n,
+        internal::gemm(false, false, CoutG, n, Kg, wv.data() + g * CoutG * Kg, Kg, col + g * Kg * n, n,
                           ob + g * CoutG * P + oh0 * OW, P, pb ? T(1) : T(0));
     }
   });
@@ -200,7 +183,7 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
           const int64_t oh1 = std::min(OH, oh0 + band), n = (oh1 - oh0) * OW;
           T* dcol = pointwise ? gxb : buf;
           for (int64_t k = 0; k < groups; ++k)
-            internal::gemm_ld(true, false, Kg, n, CoutG, wv.data() + k * CoutG * Kg, Kg,
+            internal::gemm(true, false, Kg, n, CoutG, wv.data() + k * CoutG * Kg, Kg,
                               g.data() + (b * Cout + k * CoutG) * P + oh0 * OW, P, dcol + k * Kg * n, n,
                               T(0));
           if (!pointwise) internal::col2im(buf, geo, oh0, oh1, gxb, par);
@@ -220,7 +203,7 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
             col = buf;
           }
           for (int64_t k = 0; k < groups; ++k)
-            internal::gemm_ld(false, true, CoutG, Kg, n, g.data() + (b * Cout + k * CoutG) * P + oh0 * OW, P,
+            internal::gemm(false, true, CoutG, Kg, n, g.data() + (b * Cout + k * CoutG) * P + oh0 * OW, P,
                               col + k * Kg * n, n, gw.data() + k * CoutG * Kg, Kg, T(1));
         }
       });

@@ -26,7 +26,11 @@ Var<T> dropout(const Var<T>& x, double p, bool training, Rng& rng) {
   }
   return record("dropout", y, {x}, [mask](const Tensor<T>& g, auto& in) {
     auto dx = Tensor<T>::empty(g.shape());
-    dx.arr() = g.arr() * mask.arr();
+    const T *pg = g.data(), *pm = mask.data();
+    T* pd = dx.data();
+    const int64_t n = dx.numel();
+#pragma omp parallel for simd if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) pd[i] = pg[i] * pm[i];
     in.add(0, std::move(dx));
   });
 }

@@ -1,30 +1,15 @@
 #pragma once
 // Matrix products: matmul (a @ b), matmul_nt (a @ b^T, the attention score product) and
-// linear (x @ W^T + b, torch.nn.functional.linear). GEMMs go through Eigen (OpenMP-parallel,
-// or the system BLAS with DETR_BLAS); batches of small products run in parallel instead.
+// linear (x @ W^T + b, torch.nn.functional.linear). Large GEMMs are OpenMP-parallel inside
+// (ops/gemm.hpp); batches of small products run in parallel instead.
 #include <omp.h>
 
 #include "detr/autograd/var.hpp"
+#include "detr/ops/gemm.hpp"
 
 namespace detr {
 
 namespace internal {
-
-// C[M,N] = alpha * op(A) op(B) + beta * C for row-major buffers; op = transpose when ta / tb.
-// A is stored [M,K] (or [K,M] when ta), B is [K,N] (or [N,K] when tb).
-template <class T>
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, const T* B, T* C,
-          T beta = T(0)) {
-  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  Eigen::Map<Mat> c(C, M, N);
-  Eigen::Map<const Mat> a(A, ta ? K : M, ta ? M : K), b(B, tb ? N : K, tb ? K : N);
-  if (beta == T(0)) c.setZero();
-  else if (beta != T(1)) c *= beta;
-  if (!ta && !tb) c.noalias() += a * b;
-  else if (!ta && tb) c.noalias() += a * b.transpose();
-  else if (ta && !tb) c.noalias() += a.transpose() * b;
-  else c.noalias() += a.transpose() * b.transpose();
-}
 
 // `batch` independent GEMMs with fixed strides between operands.
 template <class T>
@@ -36,6 +21,28 @@ void batched_gemm(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t
 #pragma omp parallel for if (outer) schedule(static)
   for (int64_t i = 0; i < batch; ++i)
     gemm(ta, tb, M, N, K, A + i * sa, B + i * sb, C + i * sc, beta);
+}
+
+// Sums over the rows of a row-major [R, N] buffer -> [N]: per-thread partial sums over row
+// ranges, added in thread order (deterministic for a given thread count).
+template <class T>
+Tensor<T> column_sums(const T* g, int64_t R, int64_t N) {
+  const int nt = R * N > (1 << 16) ? omp_get_max_threads() : 1;
+  auto partial = Tensor<T>::zeros({nt, N});
+#pragma omp parallel num_threads(nt)
+  {
+    T* acc = partial.data() + omp_get_thread_num() * N;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < R; ++r) {
+      const T* row = g + r * N;
+#pragma omp simd
+      for (int64_t j = 0; j < N; ++j) acc[j] += row[j];
+    }
+  }
+  auto sums = Tensor<T>::zeros({N});
+  for (int t = 0; t < nt; ++t)
+    for (int64_t j = 0; j < N; ++j) sums.data()[j] += partial.data()[t * N + j];
+  return sums;
 }
 
 struct MatmulDims {
@@ -123,7 +130,9 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
   if (bias.defined()) {
     DETR_CHECK(bias.rank() == 1 && bias.dim(0) == Out,
                "linear: bias " << bias.shape() << " vs out_features " << Out);
-    out.mat(R, Out).rowwise() = bias.value().mat(1, Out).row(0);
+    const T* pb = bias.value().data();
+#pragma omp parallel for if (R * Out > (1 << 16))
+    for (int64_t r = 0; r < R; ++r) std::copy_n(pb, Out, out.data() + r * Out);
     internal::gemm(false, true, R, Out, In, xv.data(), wv.data(), out.data(), T(1));
   } else {
     internal::gemm(false, true, R, Out, In, xv.data(), wv.data(), out.data());
@@ -142,9 +151,7 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
       in.add(1, std::move(gw));
     }
     if (in.wants(2)) {
-      auto gb = Tensor<T>::empty(Shape{Out});
-      gb.mat(1, Out) = g.mat(R, Out).colwise().sum();
-      in.add(2, std::move(gb));
+      in.add(2, internal::column_sums(g.data(), R, Out));
     }
   });
 }

@@ -1,0 +1,368 @@
+#pragma once
+// GEMM on row-major blocks with leading dimensions: C[M,N] = op(A) op(B) + beta C, op = transpose
+// when ta / tb (A is stored [M,K], or [K,M] when ta; B is [K,N], or [N,K] when tb).
+//
+// float with AVX-512 runs our own packed GEMM, BLIS's loop structure: a KC x NC panel of B is
+// packed into NR-wide strips (shared by the threads), an MC x KC block of A into MR-tall strips
+// (one per thread), and a 12 x 32 register tile (24 zmm accumulators) walks them. Eigen 3.4's
+// AVX-512 kernel reaches about 37% of this CPU's FMA peak; this one about twice that
+// (benchmarks/bench_gemm.cpp). Other types and CPUs go through Eigen.
+#include <omp.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace detr::internal {
+
+// Eigen's product with strides: the path for double, and for float without AVX-512.
+template <class T>
+void eigen_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                int64_t ldb, T* C, int64_t ldc, T beta) {
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Stride = Eigen::OuterStride<>;
+  Eigen::Map<Mat, 0, Stride> c(C, M, N, Stride(ldc));
+  Eigen::Map<const Mat, 0, Stride> a(A, ta ? K : M, ta ? M : K, Stride(lda));
+  Eigen::Map<const Mat, 0, Stride> b(B, tb ? N : K, tb ? K : N, Stride(ldb));
+  if (beta == T(0)) c.setZero();
+  else if (beta != T(1)) c *= beta;
+  if (K == 0) return;
+  if (!ta && !tb) c.noalias() += a * b;
+  else if (!ta && tb) c.noalias() += a * b.transpose();
+  else if (ta && !tb) c.noalias() += a.transpose() * b;
+  else c.noalias() += a.transpose() * b.transpose();
+}
+
+#if defined(__AVX512F__)
+namespace sgemm {
+
+constexpr int64_t MR = 12, NR = 32;  // register tile: 12 rows x 2 zmm
+constexpr int64_t KC = 512;          // depth of one packed panel: a B strip (KC x NR, 64 KB)
+constexpr int64_t MC = 16 * MR;      // rows of a packed A block (192 x 512, 384 KB: L2)
+constexpr int64_t NC = 4096;         // columns of a packed B panel (8 MB at most, shared)
+
+struct FreeDeleter {
+  void operator()(float* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<float[], FreeDeleter>;
+
+// A 64-byte aligned buffer that grows to the largest size asked of it.
+inline float* scratch(Buffer& buf, int64_t& capacity, int64_t n) {
+  if (n > capacity) {
+    int64_t bytes = (n * int64_t(sizeof(float)) + 63) / 64 * 64;
+    buf.reset(static_cast<float*>(std::aligned_alloc(64, size_t(bytes))));
+    if (!buf) throw std::bad_alloc();
+    capacity = n;
+  }
+  return buf.get();
+}
+
+// C[MR x NR] = A B + beta C over kc steps. Element (r, k) of A is a[r * ars + k * acs] (a packed
+// strip has ars = 1, acs = MR); B is a packed strip [kc][NR]. beta == 0 never reads C (it may
+// hold garbage, even NaN).
+__attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float* __restrict a, int64_t ars,
+                                                        int64_t acs, const float* __restrict b, float* c,
+                                                        int64_t ldc, float beta) {
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      const __m512 ar = _mm512_set1_ps(a[r * ars]);
+      c0[r] = _mm512_fmadd_ps(ar, b0, c0[r]);
+      c1[r] = _mm512_fmadd_ps(ar, b1, c1[r]);
+    }
+    a += acs;
+    b += NR;
+  }
+  if (beta == 0.f) {
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      _mm512_storeu_ps(c + r * ldc, c0[r]);
+      _mm512_storeu_ps(c + r * ldc + 16, c1[r]);
+    }
+  } else {
+    const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      _mm512_storeu_ps(c + r * ldc, _mm512_fmadd_ps(vb, _mm512_loadu_ps(c + r * ldc), c0[r]));
+      _mm512_storeu_ps(c + r * ldc + 16, _mm512_fmadd_ps(vb, _mm512_loadu_ps(c + r * ldc + 16), c1[r]));
+    }
+  }
+}
+
+// The kernel on a packed A strip [kc][MR] (not inlined: one copy serves every call site).
+__attribute__((noinline)) inline void packed_kernel(int64_t kc, const float* a, const float* b, float* c,
+                                                    int64_t ldc, float beta) {
+  micro_kernel(kc, a, 1, MR, b, c, ldc, beta);
+}
+
+// The kernel reading A in place: rows of a row-major A (ta = false) or columns of a stored [K, M] one.
+__attribute__((noinline)) inline void direct_kernel(bool ta, int64_t kc, const float* a, int64_t lda,
+                                                    const float* b, float* c, int64_t ldc, float beta) {
+  if (ta) micro_kernel(kc, a, 1, lda, b, c, ldc, beta);
+  else micro_kernel(kc, a, lda, 1, b, c, ldc, beta);
+}
+
+// The m x n corner of a full tile computed into a buffer, stored to C (partial tiles at the edges).
+inline void store_corner(const float* tile, float* c, int64_t ldc, float beta, int64_t m, int64_t n) {
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < n; ++j)
+      c[r * ldc + j] = beta == 0.f ? tile[r * NR + j] : tile[r * NR + j] + beta * c[r * ldc + j];
+}
+
+// In-register transpose of a 16 x 16 block: r[i] lane j becomes r[j] lane i.
+__attribute__((always_inline)) inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+    t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xdd);
+    t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+    t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xdd);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+    r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+    r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xdd);
+  }
+}
+
+// out[k * ld_out + i] = src[i * ld_src + k] for i < rows (<= 16; rows up to 16 are zero) and
+// k < depth, 16 depth steps per transpose; `lanes` of each output row are stored.
+inline void transpose_rows(const float* src, int64_t ld_src, int64_t rows, int64_t depth, float* out,
+                           int64_t ld_out, __mmask16 lanes) {
+  __m512 r[16];
+  for (int64_t k = 0; k < depth; k += 16) {
+    const int64_t d = std::min<int64_t>(16, depth - k);
+    const __mmask16 load = __mmask16((1u << d) - 1);
+    for (int64_t i = 0; i < 16; ++i)
+      r[i] = i < rows ? _mm512_maskz_loadu_ps(load, src + i * ld_src + k) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int64_t t = 0; t < d; ++t) _mm512_mask_storeu_ps(out + (k + t) * ld_out, lanes, r[t]);
+  }
+}
+
+// Rows [i0, i0 + mc) x depth [k0, k0 + kc) of op(A) into MR-tall strips [kc][MR], zero-padded.
+inline void pack_a(bool ta, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+                   float* out) {
+  const __mmask16 strip = __mmask16((1u << MR) - 1);
+  for (int64_t s = 0; s < mc; s += MR, out += MR * kc) {
+    const int64_t m = std::min(MR, mc - s);
+    if (ta) {  // A stored [K, M]: each depth step is m contiguous values, one masked load
+      const __mmask16 load = __mmask16((1u << m) - 1);
+      for (int64_t k = 0; k < kc; ++k)
+        _mm512_mask_storeu_ps(out + k * MR, strip, _mm512_maskz_loadu_ps(load, A + (k0 + k) * lda + i0 + s));
+    } else {  // A stored [M, K]: transpose m rows
+      transpose_rows(A + (i0 + s) * lda + k0, lda, m, kc, out, MR, strip);
+    }
+  }
+}
+
+// Strip s (columns [j0 + s NR, +NR)) x depth [k0, k0 + kc) of op(B) into [kc][NR], zero-padded.
+inline void pack_b_strip(bool tb, const float* B, int64_t ldb, int64_t j, int64_t n, int64_t k0, int64_t kc,
+                         float* out) {
+  if (!tb) {  // B stored [K, N]: each depth step is n contiguous values
+    const __mmask16 lo = __mmask16((1u << std::min<int64_t>(n, 16)) - 1);
+    const __mmask16 hi = __mmask16((1u << std::clamp<int64_t>(n - 16, 0, 16)) - 1);
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = B + (k0 + k) * ldb + j;
+      _mm512_store_ps(out + k * NR, _mm512_maskz_loadu_ps(lo, src));
+      _mm512_store_ps(out + k * NR + 16, _mm512_maskz_loadu_ps(hi, src + 16));
+    }
+  } else {  // B stored [N, K]: transpose n rows, 16 columns of the strip at a time
+    for (int64_t h = 0; h < NR; h += 16)
+      transpose_rows(B + (j + h) * ldb + k0, ldb, std::clamp<int64_t>(n - h, 0, 16), kc, out + h, NR,
+                     __mmask16(0xffff));
+  }
+}
+
+// With few column strips, packing A would cost about as much as using it: full row strips of a
+// row-major A are then read in place and only a partial last strip is packed. (A transposed A
+// is always packed: reading MR values per depth step across rows strides too far to prefetch.)
+inline bool reads_a_in_place(bool ta, int64_t N) { return !ta && N <= 4 * NR; }
+
+// Packs what macro_kernel needs of rows [i0, i0 + mc) x depth [k0, k0 + kc) of op(A).
+inline void pack_a_rows(bool ta, const float* A, int64_t lda, bool in_place, int64_t i0, int64_t mc, int64_t k0,
+                        int64_t kc, float* out) {
+  if (!in_place) pack_a(ta, A, lda, i0, mc, k0, kc, out);
+  else if (mc % MR != 0) pack_a(ta, A, lda, i0 + mc / MR * MR, mc % MR, k0, kc, out);
+}
+
+// C rows [i0, i0 + mc) x columns of panel strips [s0, s1) = op(A) panel + beta C, for depth
+// [k0, k0 + kc); strip s covers columns j0 + s NR. `ap` is pack_a_rows' output.
+inline void macro_kernel(bool ta, const float* A, int64_t lda, bool in_place, const float* ap, int64_t i0,
+                         int64_t mc, int64_t k0, int64_t kc, const float* panel, int64_t s0, int64_t s1,
+                         int64_t j0, int64_t N, float* C, int64_t ldc, float beta) {
+  alignas(64) float tile[MR * NR];
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t j = j0 + s * NR, n = std::min(NR, N - j);
+    const float* bs = panel + s * NR * kc;
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+      const int64_t m = std::min(MR, mc - ir), i = i0 + ir;
+      float* c = C + i * ldc + j;
+      const bool full = m == MR && n == NR;
+      if (in_place && m == MR) {
+        const float* a = ta ? A + k0 * lda + i : A + i * lda + k0;
+        direct_kernel(ta, kc, a, lda, bs, full ? c : tile, full ? ldc : NR, full ? beta : 0.f);
+      } else {
+        packed_kernel(kc, ap + (in_place ? 0 : ir * kc), bs, full ? c : tile, full ? ldc : NR, full ? beta : 0.f);
+      }
+      if (!full) store_corner(tile, c, ldc, beta, m, n);
+    }
+  }
+}
+
+inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta) {
+  // Threads pay off above ~1 MFLOP, and never inside another parallel region.
+  const int threads = omp_in_parallel() || M * N * K < (int64_t(1) << 19) ? 1 : omp_get_max_threads();
+  // The B panel belongs to the calling thread and is shared with its workers.
+  thread_local Buffer panel_buf;
+  thread_local int64_t panel_cap = 0;
+  float* panel = scratch(panel_buf, panel_cap, KC * std::min((N + NR - 1) / NR * NR, NC));
+  // Row blocks of equal height (a multiple of MR), so that no thread gets a sliver.
+  const int64_t mblocks = (M + MC - 1) / MC;
+  const int64_t mc_even = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
+  const bool in_place = reads_a_in_place(ta, N);
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    thread_local Buffer a_buf;
+    thread_local int64_t a_cap = 0;
+    float* ablock = scratch(a_buf, a_cap, MC * KC);
+    for (int64_t jc = 0; jc < N; jc += NC) {
+      const int64_t nc = std::min(NC, N - jc), strips = (nc + NR - 1) / NR;
+      // Split columns too when there are fewer row blocks than 2 per thread.
+      const int64_t splits = std::clamp<int64_t>((2 * threads + mblocks - 1) / mblocks, 1, strips);
+      for (int64_t pc = 0; pc < K; pc += KC) {
+        const int64_t kc = std::min(KC, K - pc);
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < strips; ++s)
+          pack_b_strip(tb, B, ldb, jc + s * NR, std::min(NR, nc - s * NR), pc, kc, panel + s * NR * kc);
+        int64_t packed_block = -1;
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < mblocks * splits; ++item) {
+          const int64_t ib = item / splits, part = item % splits;
+          const int64_t i0 = ib * mc_even, mc = std::min(mc_even, M - i0);
+          if (ib != packed_block) pack_a_rows(ta, A, lda, in_place, i0, mc, pc, kc, ablock);
+          packed_block = ib;
+          macro_kernel(ta, A, lda, in_place, ablock, i0, mc, pc, kc, panel, part * strips / splits,
+                       (part + 1) * strips / splits, jc, N, C, ldc, pc == 0 ? beta : 1.f);
+        }
+      }
+    }
+  }
+}
+
+// Serial C[M,N] = op(A) B + beta C with B packed beforehand: depth blocks of KC, each block
+// [strips][kc][NR] at offset k0 * padded N.
+inline void gemm_prepacked(bool ta, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                           const float* packed, float* C, int64_t ldc, float beta) {
+  thread_local Buffer a_buf;
+  thread_local int64_t a_cap = 0;
+  float* ablock = scratch(a_buf, a_cap, MC * KC);
+  const int64_t strips = (N + NR - 1) / NR;
+  const bool in_place = reads_a_in_place(ta, N);
+  for (int64_t pc = 0; pc < K; pc += KC) {
+    const int64_t kc = std::min(KC, K - pc);
+    for (int64_t i0 = 0; i0 < M; i0 += MC) {
+      const int64_t mc = std::min(MC, M - i0);
+      pack_a_rows(ta, A, lda, in_place, i0, mc, pc, kc, ablock);
+      macro_kernel(ta, A, lda, in_place, ablock, i0, mc, pc, kc, packed + pc * strips * NR, 0, strips, 0, N, C,
+                   ldc, pc == 0 ? beta : 1.f);
+    }
+  }
+}
+
+}  // namespace sgemm
+#endif
+
+template <class T>
+inline constexpr bool kPackedGemm =
+#if defined(__AVX512F__)
+    std::is_same_v<T, float>;
+#else
+    false;
+#endif
+
+// op(B) [K, N] prepared once for many products with it (attention reuses each head's K^T and V
+// for every block of queries): packed for our kernel, or just remembered for Eigen.
+template <class T>
+class PackedB {
+ public:
+  void pack(bool tb, const T* B, int64_t ldb, int64_t K, int64_t N) {
+    K_ = K, N_ = N, tb_ = tb, B_ = B, ldb_ = ldb;
+#if defined(__AVX512F__)
+    if constexpr (kPackedGemm<T>) {
+      using namespace sgemm;
+      const int64_t strips = (N + NR - 1) / NR;
+      float* out = scratch(buf_, cap_, std::max<int64_t>(K * strips * NR, 1));
+      for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t kc = std::min(KC, K - k0);
+        for (int64_t s = 0; s < strips; ++s)
+          pack_b_strip(tb, B, ldb, s * NR, std::min(NR, N - s * NR), k0, kc, out + k0 * strips * NR + s * NR * kc);
+      }
+    }
+#endif
+  }
+
+  // C[M, N] = op(A) B + beta C, on the calling thread.
+  void multiply(bool ta, int64_t M, const T* A, int64_t lda, T* C, int64_t ldc, T beta = T(0)) const {
+    if (M == 0 || N_ == 0) return;
+#if defined(__AVX512F__)
+    if constexpr (kPackedGemm<T>) {
+      if (K_ > 0) return sgemm::gemm_prepacked(ta, M, N_, K_, A, lda, buf_.get(), C, ldc, beta);
+    }
+#endif
+    eigen_gemm(ta, tb_, M, N_, K_, A, lda, B_, ldb_, C, ldc, beta);
+  }
+
+ private:
+  int64_t K_ = 0, N_ = 0, ldb_ = 0;
+  bool tb_ = false;
+  const T* B_ = nullptr;
+#if defined(__AVX512F__)
+  sgemm::Buffer buf_;
+  int64_t cap_ = 0;
+#endif
+};
+
+template <class T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T* C, int64_t ldc, T beta = T(0)) {
+  if (M == 0 || N == 0) return;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (K > 0) return sgemm::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+  }
+#endif
+  eigen_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+}
+
+// Dense operands: lda = K (or M when ta), ldb = N (or K when tb), ldc = N.
+template <class T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, const T* B, T* C, T beta = T(0)) {
+  gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, C, N, beta);
+}
+
+}  // namespace detr::internal
