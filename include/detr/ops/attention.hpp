@@ -67,9 +67,9 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
   const uint64_t seed = drop ? rng->next_u64() : 0;
   const uint64_t threshold = uint64_t(dropout_p * 18446744073709551616.0);
   const T keep_scale = T(1.0 / (1.0 - dropout_p));
-  // Dropout multiplier of probability element i of head bh (0 or 1 / (1 - p)).
-  auto drop_factor = [=](int64_t bh, int64_t i) {
-    return internal::splitmix64(seed + uint64_t(bh * Lq * Lk + i)) < threshold ? T(0) : keep_scale;
+  // Dropout of probabilities [i0, i0 + rows) of head bh: x * (0 or 1 / (1 - p)) into y.
+  auto drop_rows = [=](int64_t bh, int64_t i0, int64_t rows, const T* x, T* y) {
+    internal::dropout_apply(seed + uint64_t((bh * Lq + i0) * Lk), threshold, keep_scale, x, y, rows * Lk);
   };
   // Validate the masks once, before any parallel work.
   internal::mask_slice(attn_mask.blocked, 0, Lq, Lk, "attn_mask", B, H);
@@ -115,8 +115,7 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
         const T* PV = P;
         if (drop) {
           dropped.resize(size_t(rows * Lk));
-          const int64_t first = i0 * Lk;
-          for (int64_t i = 0; i < rows * Lk; ++i) dropped[size_t(i)] = P[i] * drop_factor(bh, first + i);
+          drop_rows(bh, i0, rows, P, dropped.data());
           PV = dropped.data();
         }
         v_packed.multiply(false, rows, PV, Lk, out.data() + qo + i0 * D, D);  // O = P V
@@ -124,7 +123,7 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
     }
   }
   return record("multi_head_attention", out, {q, k, v},
-                [qv, kv, vv, probs, B, H, Lq, Lk, D, Dh, scale, drop, drop_factor, parallel](const Tensor<T>& g, auto& in) {
+                [qv, kv, vv, probs, B, H, Lq, Lk, D, Dh, scale, drop, drop_rows, parallel](const Tensor<T>& g, auto& in) {
     auto dq = Tensor<T>::empty(qv.shape()), dk = Tensor<T>::empty(kv.shape()), dv = Tensor<T>::empty(vv.shape());
 #pragma omp parallel if (parallel)
     {
@@ -146,12 +145,8 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
           const T* PV = P;
           if (drop) {
             Pd_buf.resize(size_t(rows * Lk));
-            const int64_t first = i0 * Lk;
-            for (int64_t i = 0; i < rows * Lk; ++i) {
-              T f = drop_factor(bh, first + i);
-              Pd_buf[size_t(i)] = P[i] * f;
-              dP[i] *= f;
-            }
+            drop_rows(bh, i0, rows, P, Pd_buf.data());
+            drop_rows(bh, i0, rows, dP, dP);
             PV = Pd_buf.data();
           }
           internal::gemm(true, false, Lk, Dh, rows, PV, Lk, dO, D, dv.data() + ko, D, beta);  // dV += P^T dO

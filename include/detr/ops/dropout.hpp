@@ -1,7 +1,9 @@
 #pragma once
 // dropout: zero each element with probability p and scale the rest by 1 / (1 - p) in training;
 // the identity in eval. One draw from the caller's Rng seeds a counter-based hash per element,
-// so a seed reproduces the mask and the mask is generated in parallel.
+// so the mask is generated in parallel and the backward regenerates it instead of storing it.
+#include <algorithm>
+
 #include "detr/autograd/var.hpp"
 #include "detr/core/rng.hpp"
 
@@ -14,25 +16,18 @@ Var<T> dropout(const Var<T>& x, double p, bool training, Rng& rng) {
   const T scale = T(1.0 / (1.0 - p));
   const uint64_t seed = rng.next_u64();
   const uint64_t threshold = uint64_t(p * 18446744073709551616.0);  // p * 2^64
-  auto mask = Tensor<T>::empty(x.shape());  // 0 or 1 / (1 - p)
-  auto y = Tensor<T>::empty(x.shape());
-  const T* px = x.value().data();
-  T *pm = mask.data(), *py = y.data();
-  const int64_t n = mask.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    pm[i] = internal::splitmix64(seed + uint64_t(i)) < threshold ? T(0) : scale;
-    py[i] = px[i] * pm[i];
-  }
-  return record("dropout", y, {x}, [mask](const Tensor<T>& g, auto& in) {
-    auto dx = Tensor<T>::empty(g.shape());
-    const T *pg = g.data(), *pm = mask.data();
-    T* pd = dx.data();
-    const int64_t n = dx.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) pd[i] = pg[i] * pm[i];
-    in.add(0, std::move(dx));
-  });
+  // The mask is not stored: the backward regenerates it from the seed (same bits).
+  auto apply = [seed, threshold, scale](const Tensor<T>& in) {
+    auto out = Tensor<T>::empty(in.shape());
+    const int64_t n = in.numel(), chunk = 1 << 14;
+#pragma omp parallel for if (n > (1 << 16)) schedule(static)
+    for (int64_t i = 0; i < n; i += chunk)
+      internal::dropout_apply(seed + uint64_t(i), threshold, scale, in.data() + i, out.data() + i,
+                              std::min(chunk, n - i));
+    return out;
+  };
+  return record("dropout", apply(x.value()), {x},
+                [apply](const Tensor<T>& g, auto& in) { in.add(0, apply(g)); });
 }
 
 }  // namespace detr
