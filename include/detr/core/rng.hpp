@@ -25,31 +25,66 @@ constexpr uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Counter-based dropout: y[i] = x[i] * keep_scale, or 0 where splitmix64(base + i) < threshold
-// (threshold = p * 2^64). The same base reproduces the mask, so a backward pass recomputes it
-// instead of storing it. Vectorised for float on AVX-512 (16 hashes per step, same bits).
+// Counter-based dropout: element i of a mask seeded by `base` is dropped where
+// splitmix64(base + i) < threshold (threshold = p * 2^64), kept and scaled by 1 / (1 - p)
+// otherwise. The same base reproduces the mask. Vectorised on AVX-512 (16 hashes per step,
+// the same bits as the scalar hash).
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// Keep-bits of elements [first, first + 16). (GCC vector arithmetic: with AVX512DQ the 64-bit
+// multiplies are single vpmullq instructions.)
+inline __mmask16 dropout_keep16(uint64_t first, uint64_t threshold) {
+  using u64x8 = uint64_t __attribute__((vector_size(64)));
+  const u64x8 lanes = {0, 1, 2, 3, 4, 5, 6, 7};
+  const __m512i thr = _mm512_set1_epi64(int64_t(threshold));
+  auto kept8 = [&](uint64_t f) {
+    u64x8 z = f + lanes + 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z = z ^ (z >> 31);
+    return unsigned(_mm512_cmpge_epu64_mask(__m512i(z), thr));
+  };
+  return __mmask16(kept8(first) | (kept8(first + 8) << 8));
+}
+#endif
+
+// bits[w] bit j = whether element 16 w + j of [0, n) is kept; ceil(n / 16) words.
+inline void dropout_keep_bits(uint64_t base, uint64_t threshold, int64_t n, uint16_t* bits) {
+  int64_t i = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  for (; i + 16 <= n; i += 16) bits[i / 16] = dropout_keep16(base + uint64_t(i), threshold);
+#endif
+  for (; i < n; i += 16) {
+    uint16_t w = 0;
+    for (int64_t j = 0; j < 16 && i + j < n; ++j)
+      w |= uint16_t(splitmix64(base + uint64_t(i + j)) >= threshold) << j;
+    bits[i / 16] = w;
+  }
+}
+
+// y[i] = x[i] * keep_scale where bits keep element i, else 0 (x and y may be the same).
+template <class T>
+void apply_keep_bits(const uint16_t* bits, T keep_scale, const T* x, T* y, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __m512 keep = _mm512_set1_ps(keep_scale);
+    for (; i + 16 <= n; i += 16)
+      _mm512_storeu_ps(y + i, _mm512_maskz_mul_ps(__mmask16(bits[i / 16]), _mm512_loadu_ps(x + i), keep));
+  }
+#endif
+  for (; i < n; ++i) y[i] = (bits[i / 16] >> (i % 16)) & 1 ? x[i] * keep_scale : T(0);
+}
+
+// The two fused: y[i] = x[i] * (0 or keep_scale) for elements [0, n) of the mask at `base`.
 template <class T>
 void dropout_apply(uint64_t base, uint64_t threshold, T keep_scale, const T* x, T* y, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
   if constexpr (std::is_same_v<T, float>) {
-    const __m512i golden = _mm512_set1_epi64(int64_t(0x9e3779b97f4a7c15ull));
-    const __m512i mul1 = _mm512_set1_epi64(int64_t(0xbf58476d1ce4e5b9ull));
-    const __m512i mul2 = _mm512_set1_epi64(int64_t(0x94d049bb133111ebull));
-    const __m512i thr = _mm512_set1_epi64(int64_t(threshold));
-    const __m512i lanes = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
     const __m512 keep = _mm512_set1_ps(keep_scale);
-    auto kept = [&](uint64_t first) {  // lanes whose hash is >= threshold
-      __m512i z = _mm512_add_epi64(_mm512_add_epi64(_mm512_set1_epi64(int64_t(first)), lanes), golden);
-      z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), mul1);
-      z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), mul2);
-      z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
-      return _mm512_cmpge_epu64_mask(z, thr);
-    };
-    for (; i + 16 <= n; i += 16) {
-      const __mmask16 k = __mmask16(kept(base + uint64_t(i)) | (unsigned(kept(base + uint64_t(i) + 8)) << 8));
-      _mm512_storeu_ps(y + i, _mm512_maskz_mul_ps(k, _mm512_loadu_ps(x + i), keep));
-    }
+    for (; i + 16 <= n; i += 16)
+      _mm512_storeu_ps(y + i, _mm512_maskz_mul_ps(dropout_keep16(base + uint64_t(i), threshold),
+                                                  _mm512_loadu_ps(x + i), keep));
   }
 #endif
   for (; i < n; ++i) y[i] = splitmix64(base + uint64_t(i)) < threshold ? T(0) : x[i] * keep_scale;

@@ -2,8 +2,8 @@
 // Fused multi-head scaled dot-product attention: softmax(q k^T / sqrt(Dh) + mask) v per head,
 // reading heads straight from the [B, L, H*Dh] projections (no permute copies), with attn_mask
 // (boolean or additive) and key_padding_mask as torch.nn.MultiheadAttention takes them, and
-// dropout on the attention weights. The backward is fused too: it recomputes the dropout mask
-// from its seed instead of storing it and keeps only the softmax probabilities.
+// dropout on the attention weights. The backward is fused too: it keeps only the softmax
+// probabilities and the forward's dropout mask as bits.
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -67,9 +67,14 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
   const uint64_t seed = drop ? rng->next_u64() : 0;
   const uint64_t threshold = uint64_t(dropout_p * 18446744073709551616.0);
   const T keep_scale = T(1.0 / (1.0 - dropout_p));
-  // Dropout of probabilities [i0, i0 + rows) of head bh: x * (0 or 1 / (1 - p)) into y.
-  auto drop_rows = [=](int64_t bh, int64_t i0, int64_t rows, const T* x, T* y) {
-    internal::dropout_apply(seed + uint64_t((bh * Lq + i0) * Lk), threshold, keep_scale, x, y, rows * Lk);
+  // The dropout mask is hashed once, in the forward, and kept as bits (1/32 of the probabilities'
+  // memory) for the backward: words_per_block 16-bit words per block of query rows.
+  const int64_t blocks = (Lq + internal::kAttentionBlock - 1) / internal::kAttentionBlock;
+  const int64_t words_per_block = (internal::kAttentionBlock * Lk + 15) / 16;
+  auto keep_bits = Tensor<uint16_t>::empty({drop ? B * H * blocks * words_per_block : 0});
+  uint16_t* const bits_data = keep_bits.data();
+  auto block_bits = [bits_data, blocks, words_per_block](int64_t bh, int64_t i0) {
+    return bits_data + (bh * blocks + i0 / internal::kAttentionBlock) * words_per_block;
   };
   // Validate the masks once, before any parallel work.
   internal::mask_slice(attn_mask.blocked, 0, Lq, Lk, "attn_mask", B, H);
@@ -115,7 +120,9 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
         const T* PV = P;
         if (drop) {
           dropped.resize(size_t(rows * Lk));
-          drop_rows(bh, i0, rows, P, dropped.data());
+          uint16_t* bits = block_bits(bh, i0);
+          internal::dropout_keep_bits(seed + uint64_t((bh * Lq + i0) * Lk), threshold, rows * Lk, bits);
+          internal::apply_keep_bits(bits, keep_scale, P, dropped.data(), rows * Lk);
           PV = dropped.data();
         }
         v_packed.multiply(false, rows, PV, Lk, out.data() + qo + i0 * D, D);  // O = P V
@@ -123,7 +130,7 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
     }
   }
   return record("multi_head_attention", out, {q, k, v},
-                [qv, kv, vv, probs, B, H, Lq, Lk, D, Dh, scale, drop, drop_rows, parallel](const Tensor<T>& g, auto& in) {
+                [qv, kv, vv, probs, B, H, Lq, Lk, D, Dh, scale, drop, keep_bits, block_bits, keep_scale, parallel](const Tensor<T>& g, auto& in) {
     auto dq = Tensor<T>::empty(qv.shape()), dk = Tensor<T>::empty(kv.shape()), dv = Tensor<T>::empty(vv.shape());
 #pragma omp parallel if (parallel)
     {
@@ -145,8 +152,9 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
           const T* PV = P;
           if (drop) {
             Pd_buf.resize(size_t(rows * Lk));
-            drop_rows(bh, i0, rows, P, Pd_buf.data());
-            drop_rows(bh, i0, rows, dP, dP);
+            const uint16_t* bits = block_bits(bh, i0);
+            internal::apply_keep_bits(bits, keep_scale, P, Pd_buf.data(), rows * Lk);
+            internal::apply_keep_bits(bits, keep_scale, dP, dP, rows * Lk);
             PV = Pd_buf.data();
           }
           internal::gemm(true, false, Lk, Dh, rows, PV, Lk, dO, D, dv.data() + ko, D, beta);  // dV += P^T dO
