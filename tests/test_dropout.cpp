@@ -29,9 +29,10 @@ TEST_CASE("dropout gradcheck", "[dropout][gradcheck]") {
 }
 
 TEST_CASE("vectorised dropout mask has the scalar hash's bits", "[dropout]") {
-  // float takes the AVX-512 path (16 hashes at a time) where available; double is scalar. Both
-  // must drop exactly the elements whose splitmix64(base + i) falls below the threshold,
-  // including a tail that is not a multiple of 16 and bases that wrap around 2^64.
+  // The keep-bits take the AVX-512 path (16 hashes at a time) where available, and applying them
+  // too for float (double is scalar). Both must drop exactly the elements whose
+  // splitmix64(base + i) falls below the threshold, including a tail that is not a multiple of
+  // 16 and bases that wrap around 2^64.
   for (uint64_t base : {uint64_t(0), uint64_t(12345), ~uint64_t(0) - 20})
     for (double p : {0.1, 0.5, 0.9}) {
       const uint64_t threshold = uint64_t(p * 18446744073709551616.0);
@@ -39,8 +40,10 @@ TEST_CASE("vectorised dropout mask has the scalar hash's bits", "[dropout]") {
       std::vector<float> x(n), y(n);
       std::vector<double> xd(n), yd(n);
       for (int64_t i = 0; i < n; ++i) x[i] = float(i % 13) - 6.f, xd[i] = x[i];
-      detr::internal::dropout_apply(base, threshold, 2.0f, x.data(), y.data(), n);
-      detr::internal::dropout_apply(base, threshold, 2.0, xd.data(), yd.data(), n);
+      std::vector<uint16_t> bits((n + 15) / 16);
+      detr::internal::dropout_keep_bits(base, threshold, n, bits.data());
+      detr::internal::apply_keep_bits(bits.data(), 2.0f, x.data(), y.data(), n);
+      detr::internal::apply_keep_bits(bits.data(), 2.0, xd.data(), yd.data(), n);
       int64_t mismatches = 0;
       for (int64_t i = 0; i < n; ++i) {
         const bool drop = detr::internal::splitmix64(base + uint64_t(i)) < threshold;

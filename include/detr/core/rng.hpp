@@ -75,20 +75,6 @@ void apply_keep_bits(const uint16_t* bits, T keep_scale, const T* x, T* y, int64
   for (; i < n; ++i) y[i] = (bits[i / 16] >> (i % 16)) & 1 ? x[i] * keep_scale : T(0);
 }
 
-// The two fused: y[i] = x[i] * (0 or keep_scale) for elements [0, n) of the mask at `base`.
-template <class T>
-void dropout_apply(uint64_t base, uint64_t threshold, T keep_scale, const T* x, T* y, int64_t n) {
-  int64_t i = 0;
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-  if constexpr (std::is_same_v<T, float>) {
-    const __m512 keep = _mm512_set1_ps(keep_scale);
-    for (; i + 16 <= n; i += 16)
-      _mm512_storeu_ps(y + i, _mm512_maskz_mul_ps(dropout_keep16(base + uint64_t(i), threshold),
-                                                  _mm512_loadu_ps(x + i), keep));
-  }
-#endif
-  for (; i < n; ++i) y[i] = splitmix64(base + uint64_t(i)) < threshold ? T(0) : x[i] * keep_scale;
-}
 }  // namespace internal
 
 class Rng {

@@ -1,7 +1,7 @@
 #pragma once
 // dropout: zero each element with probability p and scale the rest by 1 / (1 - p) in training;
 // the identity in eval. One draw from the caller's Rng seeds a counter-based hash per element,
-// so the mask is generated in parallel and the backward regenerates it instead of storing it.
+// so the mask is generated in parallel; it is kept as bits for the backward.
 #include <algorithm>
 
 #include "detr/autograd/var.hpp"
@@ -16,18 +16,27 @@ Var<T> dropout(const Var<T>& x, double p, bool training, Rng& rng) {
   const T scale = T(1.0 / (1.0 - p));
   const uint64_t seed = rng.next_u64();
   const uint64_t threshold = uint64_t(p * 18446744073709551616.0);  // p * 2^64
-  // The mask is not stored: the backward regenerates it from the seed (same bits).
-  auto apply = [seed, threshold, scale](const Tensor<T>& in) {
-    auto out = Tensor<T>::empty(in.shape());
-    const int64_t n = in.numel(), chunk = 1 << 14;
+  // The mask is hashed once and kept as bits (1/32 of a float tensor) for the backward.
+  const int64_t n = x.numel(), chunk = 1 << 14;  // a multiple of 16: chunks own whole words
+  auto bits = Tensor<uint16_t>::empty({(n + 15) / 16});
+  auto y = Tensor<T>::empty(x.shape());
+  const T* px = x.value().data();
+  T* py = y.data();
+  uint16_t* pb = bits.data();
+#pragma omp parallel for if (n > (1 << 16)) schedule(static)
+  for (int64_t i = 0; i < n; i += chunk) {
+    const int64_t len = std::min(chunk, n - i);
+    internal::dropout_keep_bits(seed + uint64_t(i), threshold, len, pb + i / 16);
+    internal::apply_keep_bits(pb + i / 16, scale, px + i, py + i, len);
+  }
+  return record("dropout", y, {x}, [bits, scale, chunk](const Tensor<T>& g, auto& in) {
+    auto dx = Tensor<T>::empty(g.shape());
+    const int64_t n = g.numel();
 #pragma omp parallel for if (n > (1 << 16)) schedule(static)
     for (int64_t i = 0; i < n; i += chunk)
-      internal::dropout_apply(seed + uint64_t(i), threshold, scale, in.data() + i, out.data() + i,
-                              std::min(chunk, n - i));
-    return out;
-  };
-  return record("dropout", apply(x.value()), {x},
-                [apply](const Tensor<T>& g, auto& in) { in.add(0, apply(g)); });
+      internal::apply_keep_bits(bits.data() + i / 16, scale, g.data() + i, dx.data() + i, std::min(chunk, n - i));
+    in.add(0, std::move(dx));
+  });
 }
 
 }  // namespace detr
