@@ -95,6 +95,23 @@ TEST_CASE("gemm matches a double-precision loop", "[gemm]") {
   }
 }
 
+TEST_CASE("gemm_bias adds a per-column bias to every row", "[gemm]") {
+  std::mt19937 gen(4);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{13, 45, 7}, {200, 130, 600}, {30, 4200, 20}, {5, 3, 0}})
+    for (bool tb : {false, true}) {
+      Case c{M, N, K, false, tb, 1, 0, 2, 0.f};
+      Operands o = make(c, gen);
+      std::vector<float> bias(static_cast<size_t>(N));
+      for (auto& b : bias) b = u(gen);
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) o.expected[size_t(i * o.ldc + j)] += bias[size_t(j)];
+      detr::internal::gemm_bias(false, tb, M, N, K, o.A.data(), o.lda, o.B.data(), o.ldb, o.C.data(), o.ldc, bias.data());
+      INFO("M " << M << " N " << N << " K " << K << " tb " << tb);
+      CHECK(max_error(o) <= 1e-5 * std::sqrt(double(K) + 1) + 1e-6);
+    }
+}
+
 TEST_CASE("gemm inside a parallel region runs serially and stays correct", "[gemm]") {
   std::mt19937 gen(2);
   std::vector<Case> cs;

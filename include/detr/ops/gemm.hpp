@@ -66,13 +66,15 @@ inline float* scratch(Buffer& buf, int64_t& capacity, int64_t n) {
 
 // C[MR x NR] = A B + beta C over kc steps. Element (r, k) of A is a[r * ars + k * acs] (a packed
 // strip has ars = 1, acs = MR); B is a packed strip [kc][NR]. beta == 0 never reads C (it may
-// hold garbage, even NaN).
+// hold garbage, even NaN). A non-null `bias` (NR values) starts every row at bias instead of 0.
 __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float* __restrict a, int64_t ars,
                                                         int64_t acs, const float* __restrict b, float* c,
-                                                        int64_t ldc, float beta) {
+                                                        int64_t ldc, float beta, const float* bias) {
+  const __m512 init0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+  const __m512 init1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
   __m512 c0[MR], c1[MR];
 #pragma GCC unroll 12
-  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
+  for (int r = 0; r < MR; ++r) c0[r] = init0, c1[r] = init1;
   for (int64_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 #pragma GCC unroll 12
@@ -102,15 +104,16 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float*
 
 // The kernel on a packed A strip [kc][MR] (not inlined: one copy serves every call site).
 __attribute__((noinline)) inline void packed_kernel(int64_t kc, const float* a, const float* b, float* c,
-                                                    int64_t ldc, float beta) {
-  micro_kernel(kc, a, 1, MR, b, c, ldc, beta);
+                                                    int64_t ldc, float beta, const float* bias) {
+  micro_kernel(kc, a, 1, MR, b, c, ldc, beta, bias);
 }
 
 // The kernel reading A in place: rows of a row-major A (ta = false) or columns of a stored [K, M] one.
 __attribute__((noinline)) inline void direct_kernel(bool ta, int64_t kc, const float* a, int64_t lda,
-                                                    const float* b, float* c, int64_t ldc, float beta) {
-  if (ta) micro_kernel(kc, a, 1, lda, b, c, ldc, beta);
-  else micro_kernel(kc, a, lda, 1, b, c, ldc, beta);
+                                                    const float* b, float* c, int64_t ldc, float beta,
+                                                    const float* bias) {
+  if (ta) micro_kernel(kc, a, 1, lda, b, c, ldc, beta, bias);
+  else micro_kernel(kc, a, lda, 1, b, c, ldc, beta, bias);
 }
 
 // The m x n corner of a full tile computed into a buffer, stored to C (partial tiles at the edges).
@@ -209,23 +212,33 @@ inline void pack_a_rows(bool ta, const float* A, int64_t lda, bool in_place, int
 }
 
 // C rows [i0, i0 + mc) x columns of panel strips [s0, s1) = op(A) panel + beta C, for depth
-// [k0, k0 + kc); strip s covers columns j0 + s NR. `ap` is pack_a_rows' output.
+// [k0, k0 + kc); strip s covers columns j0 + s NR. `ap` is pack_a_rows' output. A non-null
+// `bias` [N] is added to every row (with beta = 0: the first depth block of C = A B + bias).
 inline void macro_kernel(bool ta, const float* A, int64_t lda, bool in_place, const float* ap, int64_t i0,
                          int64_t mc, int64_t k0, int64_t kc, const float* panel, int64_t s0, int64_t s1,
-                         int64_t j0, int64_t N, float* C, int64_t ldc, float beta) {
+                         int64_t j0, int64_t N, float* C, int64_t ldc, float beta, const float* bias) {
   alignas(64) float tile[MR * NR];
+  alignas(64) float bias_edge[NR];
   for (int64_t s = s0; s < s1; ++s) {
     const int64_t j = j0 + s * NR, n = std::min(NR, N - j);
     const float* bs = panel + s * NR * kc;
+    const float* bias_s = nullptr;
+    if (bias && n == NR) bias_s = bias + j;
+    else if (bias) {  // the last strip: a zero-padded copy, so the kernel never reads past N
+      std::fill_n(bias_edge, NR, 0.f);
+      std::copy_n(bias + j, n, bias_edge);
+      bias_s = bias_edge;
+    }
     for (int64_t ir = 0; ir < mc; ir += MR) {
       const int64_t m = std::min(MR, mc - ir), i = i0 + ir;
       float* c = C + i * ldc + j;
       const bool full = m == MR && n == NR;
       if (in_place && m == MR) {
         const float* a = ta ? A + k0 * lda + i : A + i * lda + k0;
-        direct_kernel(ta, kc, a, lda, bs, full ? c : tile, full ? ldc : NR, full ? beta : 0.f);
+        direct_kernel(ta, kc, a, lda, bs, full ? c : tile, full ? ldc : NR, full ? beta : 0.f, bias_s);
       } else {
-        packed_kernel(kc, ap + (in_place ? 0 : ir * kc), bs, full ? c : tile, full ? ldc : NR, full ? beta : 0.f);
+        packed_kernel(kc, ap + (in_place ? 0 : ir * kc), bs, full ? c : tile, full ? ldc : NR, full ? beta : 0.f,
+                      bias_s);
       }
       if (!full) store_corner(tile, c, ldc, beta, m, n);
     }
@@ -233,7 +246,7 @@ inline void macro_kernel(bool ta, const float* A, int64_t lda, bool in_place, co
 }
 
 inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta) {
+                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias) {
   // Threads pay off above ~1 MFLOP, and never inside another parallel region.
   const int threads = omp_in_parallel() || M * N * K < (int64_t(1) << 19) ? 1 : omp_get_max_threads();
   // The B panel belongs to the calling thread and is shared with its workers.
@@ -267,7 +280,8 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
           if (ib != packed_block) pack_a_rows(ta, A, lda, in_place, i0, mc, pc, kc, ablock);
           packed_block = ib;
           macro_kernel(ta, A, lda, in_place, ablock, i0, mc, pc, kc, panel, part * strips / splits,
-                       (part + 1) * strips / splits, jc, N, C, ldc, pc == 0 ? beta : 1.f);
+                       (part + 1) * strips / splits, jc, N, C, ldc, pc == 0 ? beta : 1.f,
+                       pc == 0 ? bias : nullptr);
         }
       }
     }
@@ -289,7 +303,7 @@ inline void gemm_prepacked(bool ta, int64_t M, int64_t N, int64_t K, const float
       const int64_t mc = std::min(MC, M - i0);
       pack_a_rows(ta, A, lda, in_place, i0, mc, pc, kc, ablock);
       macro_kernel(ta, A, lda, in_place, ablock, i0, mc, pc, kc, packed + pc * strips * NR, 0, strips, 0, N, C,
-                   ldc, pc == 0 ? beta : 1.f);
+                   ldc, pc == 0 ? beta : 1.f, nullptr);
     }
   }
 }
@@ -353,10 +367,26 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t
   if (M == 0 || N == 0) return;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
-    if (K > 0) return sgemm::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+    if (K > 0) return sgemm::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta, nullptr);
   }
 #endif
   eigen_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+}
+
+// C[M,N] = op(A) op(B) + bias, bias [N] added to every row (torch.nn.functional.linear): our
+// kernel starts its accumulators at the bias, so C is written once.
+template <class T>
+void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+               int64_t ldb, T* C, int64_t ldc, const T* bias) {
+  if (M == 0 || N == 0) return;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (K > 0) return sgemm::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0.f, bias);
+  }
+#endif
+#pragma omp parallel for if (M * N > (1 << 16))
+  for (int64_t r = 0; r < M; ++r) std::copy_n(bias, N, C + r * ldc);
+  eigen_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, T(1));
 }
 
 // Dense operands: lda = K (or M when ta), ldb = N (or K when tb), ldc = N.

@@ -130,10 +130,7 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
   if (bias.defined()) {
     DETR_CHECK(bias.rank() == 1 && bias.dim(0) == Out,
                "linear: bias " << bias.shape() << " vs out_features " << Out);
-    const T* pb = bias.value().data();
-#pragma omp parallel for if (R * Out > (1 << 16))
-    for (int64_t r = 0; r < R; ++r) std::copy_n(pb, Out, out.data() + r * Out);
-    internal::gemm(false, true, R, Out, In, xv.data(), wv.data(), out.data(), T(1));
+    internal::gemm_bias(false, true, R, Out, In, xv.data(), In, wv.data(), In, out.data(), Out, bias.value().data());
   } else {
     internal::gemm(false, true, R, Out, In, xv.data(), wv.data(), out.data());
   }
