@@ -78,7 +78,7 @@ std::vector<Case> cases() {
   for (bool ta : {false, true})
     for (bool tb : {false, true})
       for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{200, 130, 600}, {397, 40, 1100}, {37, 300, 520},
-                             {5, 4200, 3}, {850, 32, 48}})
+                             {5, 4200, 3}, {850, 32, 48}, {60, 70, 4500}})
         for (float beta : betas) cs.push_back({M, N, K, ta, tb, 1, 2, 3, beta});
   return cs;
 }

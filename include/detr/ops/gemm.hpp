@@ -246,9 +246,45 @@ inline void macro_kernel(bool ta, const float* A, int64_t lda, bool in_place, co
 }
 
 inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias);
+
+// A deep product with a small output (weight gradients: K = tokens, tens of thousands): each
+// thread takes a slice of the depth into its own C, with no shared panel and no barrier per
+// depth block, and the partial Cs are added in thread order.
+inline void gemm_split_depth(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
+                             int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, float beta) {
+  thread_local Buffer partial_buf;
+  thread_local int64_t partial_cap = 0;
+  float* partial = scratch(partial_buf, partial_cap, (threads - 1) * M * N);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    // Slices on KC boundaries, so that every thread packs whole panels.
+    const int64_t blocks = (K + KC - 1) / KC;
+    const int64_t k0 = std::min(K, blocks * t / nt * KC), k1 = std::min(K, blocks * (t + 1) / nt * KC);
+    const float* a = A + (ta ? k0 * lda : k0);
+    const float* b = B + (tb ? k0 : k0 * ldb);
+    if (t == 0) gemm(ta, tb, M, N, k1 - k0, a, lda, b, ldb, C, ldc, beta, nullptr);
+    else if (k1 > k0) gemm(ta, tb, M, N, k1 - k0, a, lda, b, ldb, partial + (t - 1) * M * N, N, 0.f, nullptr);
+    else std::fill_n(partial + (t - 1) * M * N, M * N, 0.f);
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < M; ++i)
+      for (int p = 1; p < nt; ++p) {
+        const float* src = partial + (p - 1) * M * N + i * N;
+        float* dst = C + i * ldc;
+#pragma omp simd
+        for (int64_t j = 0; j < N; ++j) dst[j] += src[j];
+      }
+  }
+}
+
+inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                  const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias) {
   // Threads pay off above ~1 MFLOP, and never inside another parallel region.
   const int threads = omp_in_parallel() || M * N * K < (int64_t(1) << 19) ? 1 : omp_get_max_threads();
+  if (threads > 1 && !bias && K >= 4 * KC * threads && M * N <= (int64_t(1) << 20))
+    return gemm_split_depth(threads, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
   // The B panel belongs to the calling thread and is shared with its workers.
   thread_local Buffer panel_buf;
   thread_local int64_t panel_cap = 0;
