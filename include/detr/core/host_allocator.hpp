@@ -94,6 +94,16 @@ class HostCache {
   size_t cached_bytes_ = 0, limit_ = 0;
 };
 
+// Grow-only scratch memory of the calling thread, one buffer per (Tag, Slot): kernels that need
+// a few MB of per-thread workspace on every call (a fresh vector each time was a new mmap and
+// hundreds of page faults per call and thread). Contents are unspecified on return.
+template <class Tag, int Slot, class T>
+T* thread_scratch(size_t n) {
+  thread_local std::vector<T> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
 }  // namespace internal
 
 // Frees the tensor memory cached for reuse (e.g. between training and a memory-hungry phase).

@@ -91,7 +91,9 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
 #pragma omp parallel if (parallel)
   {
     internal::PackedB<T> kt_packed, v_packed;
-    std::vector<T> dropped;  // this thread's P * dropout mask, one block
+    struct Forward;
+    T* dropped = drop ? internal::thread_scratch<Forward, 0, T>(size_t(std::min(internal::kAttentionBlock, Lq) * Lk))
+                      : nullptr;  // this thread's P * dropout mask, one block
 #pragma omp for schedule(dynamic)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H, qo = b * Lq * D + h * Dh, ko = b * Lk * D + h * Dh;
@@ -119,11 +121,10 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
         }
         const T* PV = P;
         if (drop) {
-          dropped.resize(size_t(rows * Lk));
           uint16_t* bits = block_bits(bh, i0);
           internal::dropout_keep_bits(seed + uint64_t((bh * Lq + i0) * Lk), threshold, rows * Lk, bits);
-          internal::apply_keep_bits(bits, keep_scale, P, dropped.data(), rows * Lk);
-          PV = dropped.data();
+          internal::apply_keep_bits(bits, keep_scale, P, dropped, rows * Lk);
+          PV = dropped;
         }
         v_packed.multiply(false, rows, PV, Lk, out.data() + qo + i0 * D, D);  // O = P V
       }
@@ -135,7 +136,10 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
 #pragma omp parallel if (parallel)
     {
       internal::PackedB<T> vt_packed, k_packed;
-      std::vector<T> dP_buf, Pd_buf;
+      struct Backward;
+      const size_t block = size_t(std::min(internal::kAttentionBlock, Lq) * Lk);
+      T* dP = internal::thread_scratch<Backward, 0, T>(block);
+      T* Pd = drop ? internal::thread_scratch<Backward, 1, T>(block) : nullptr;
 #pragma omp for schedule(dynamic)
       for (int64_t bh = 0; bh < B * H; ++bh) {
         const int64_t b = bh / H, h = bh % H, qo = b * Lq * D + h * Dh, ko = b * Lk * D + h * Dh;
@@ -146,16 +150,13 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
           const T* P = probs.data() + (bh * Lq + i0) * Lk;
           const T* dO = g.data() + qo + i0 * D;
           const T beta = i0 == 0 ? T(0) : T(1);  // dK and dV sum over the query blocks
-          dP_buf.resize(size_t(rows * Lk));
-          T* dP = dP_buf.data();
           vt_packed.multiply(false, rows, dO, D, dP, Lk);  // dP = dO V^T (w.r.t. the dropped P)
           const T* PV = P;
           if (drop) {
-            Pd_buf.resize(size_t(rows * Lk));
             const uint16_t* bits = block_bits(bh, i0);
-            internal::apply_keep_bits(bits, keep_scale, P, Pd_buf.data(), rows * Lk);
+            internal::apply_keep_bits(bits, keep_scale, P, Pd, rows * Lk);
             internal::apply_keep_bits(bits, keep_scale, dP, dP, rows * Lk);
-            PV = Pd_buf.data();
+            PV = Pd;
           }
           internal::gemm(true, false, Lk, Dh, rows, PV, Lk, dO, D, dv.data() + ko, D, beta);  // dV += P^T dO
           for (int64_t i = 0; i < rows; ++i) {  // softmax backward in place: dS = P * (dP - <dP, P>)

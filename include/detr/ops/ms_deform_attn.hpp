@@ -90,11 +90,12 @@ void ms_deform_attn_forward_cpu(const MSDeformAttnDims& n, const T* value, const
   const int64_t D = DC > 0 ? DC : n.D, tasks = n.B * n.H, kAhead = 8;
 #pragma omp parallel if (n.B * n.Q * n.H * n.L * n.P * D > (int64_t(1) << 15))
   {
-    std::vector<T> head(size_t(n.S * D));  // [S, D] value rows of the task's head
+    struct Tag;
+    T* head = thread_scratch<Tag, 0, T>(size_t(n.S * D));  // [S, D] value rows of the task's head
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < tasks; ++bh) {
       const int64_t b = bh / n.H, h = bh % n.H;
-      copy_rows(head.data(), D, value + (b * n.S * n.H + h) * D, n.H * D, n.S, D);
+      copy_rows(head, D, value + (b * n.S * n.H + h) * D, n.H * D, n.S, D);
       for (int64_t q = 0; q < n.Q; ++q) {
         const int64_t bqh = (b * n.Q + q) * n.H + h;
         if (q + kAhead < n.Q) {
@@ -106,7 +107,7 @@ void ms_deform_attn_forward_cpu(const MSDeformAttnDims& n, const T* value, const
         for (int64_t d = 0; d < D; ++d) o[d] = T(0);
         for (int64_t l = 0; l < n.L; ++l) {
           const int64_t Hl = shapes[2 * l], Wl = shapes[2 * l + 1];
-          const T* base = head.data() + starts[l] * D;
+          const T* base = head + starts[l] * D;
           for (int64_t p = 0; p < n.P; ++p) {
             const int64_t i = (bqh * n.L + l) * n.P + p;
             BilinearSample<T> s;
@@ -133,12 +134,14 @@ void ms_deform_attn_backward_cpu(const MSDeformAttnDims& n, const T* value, cons
   const int64_t D = DC > 0 ? DC : n.D, tasks = n.B * n.H, kAhead = 8;
 #pragma omp parallel if (n.B * n.Q * n.H * n.L * n.P * D > (int64_t(1) << 14))
   {
-    std::vector<T> head(size_t(n.S * D)), ghead(grad_value ? size_t(n.S * D) : 0);  // [S, D] each
+    struct Tag;
+    T* head = thread_scratch<Tag, 1, T>(size_t(n.S * D));  // [S, D] each
+    T* ghead = grad_value ? thread_scratch<Tag, 2, T>(size_t(n.S * D)) : nullptr;
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < tasks; ++bh) {
       const int64_t b = bh / n.H, h = bh % n.H, first = (b * n.S * n.H + h) * D;
-      copy_rows(head.data(), D, value + first, n.H * D, n.S, D);
-      std::fill(ghead.begin(), ghead.end(), T(0));
+      copy_rows(head, D, value + first, n.H * D, n.S, D);
+      if (ghead) std::fill_n(ghead, n.S * D, T(0));
       for (int64_t q = 0; q < n.Q; ++q) {
         const int64_t bqh = (b * n.Q + q) * n.H + h;
         if (q + kAhead < n.Q) {
@@ -152,8 +155,8 @@ void ms_deform_attn_backward_cpu(const MSDeformAttnDims& n, const T* value, cons
         const T* g = grad_out + bqh * D;
         for (int64_t l = 0; l < n.L; ++l) {
           const int64_t Hl = shapes[2 * l], Wl = shapes[2 * l + 1];
-          const T* base = head.data() + starts[l] * D;
-          T* gbase = grad_value ? ghead.data() + starts[l] * D : nullptr;
+          const T* base = head + starts[l] * D;
+          T* gbase = grad_value ? ghead + starts[l] * D : nullptr;
           for (int64_t p = 0; p < n.P; ++p) {
             const int64_t i = (bqh * n.L + l) * n.P + p;
             BilinearSample<T> s;
@@ -180,7 +183,7 @@ void ms_deform_attn_backward_cpu(const MSDeformAttnDims& n, const T* value, cons
           }
         }
       }
-      if (grad_value) copy_rows(grad_value + first, n.H * D, ghead.data(), D, n.S, D);
+      if (grad_value) copy_rows(grad_value + first, n.H * D, ghead, D, n.S, D);
     }
   }
 }
