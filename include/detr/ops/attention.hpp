@@ -94,6 +94,7 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
     struct Forward;
     T* dropped = drop ? internal::thread_scratch<Forward, 0, T>(size_t(std::min(internal::kAttentionBlock, Lq) * Lk))
                       : nullptr;  // this thread's P * dropout mask, one block
+    T* key_bias = key_padding_mask.defined() ? internal::thread_scratch<Forward, 1, T>(size_t(Lk)) : nullptr;
 #pragma omp for schedule(dynamic)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H, qo = b * Lq * D + h * Dh, ko = b * Lk * D + h * Dh;
@@ -102,12 +103,22 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
       const uint8_t* blocked = internal::mask_slice(attn_mask.blocked, bh, Lq, Lk, "attn_mask", B, H);
       const T* additive = internal::mask_slice(attn_mask.additive, bh, Lq, Lk, "attn_mask", B, H);
       const uint8_t* pad = key_padding_mask.defined() ? key_padding_mask.data() + b * Lk : nullptr;
+      if (pad)
+        for (int64_t j = 0; j < Lk; ++j) key_bias[j] = pad[j] ? ninf : T(0);
       for (int64_t i0 = 0; i0 < Lq; i0 += internal::kAttentionBlock) {
         const int64_t rows = std::min(internal::kAttentionBlock, Lq - i0);
         T* P = probs.data() + (bh * Lq + i0) * Lk;
         kt_packed.multiply(false, rows, qv.data() + qo + i0 * D, D, P, Lk);  // S = Q K^T
         for (int64_t i = 0; i < rows; ++i) {
           T* row = P + i * Lk;
+          if (!additive && !blocked) {  // the common case in one pass: scale, padding as -inf
+            if (pad)
+              for (int64_t j = 0; j < Lk; ++j) row[j] = row[j] * scale + key_bias[j];
+            else
+              for (int64_t j = 0; j < Lk; ++j) row[j] *= scale;
+            internal::softmax_row(row, Lk);
+            continue;
+          }
           for (int64_t j = 0; j < Lk; ++j) row[j] *= scale;
           if (additive)
             for (int64_t j = 0; j < Lk; ++j) row[j] += additive[(i0 + i) * Lk + j];
@@ -160,8 +171,7 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
           }
           internal::gemm(true, false, Lk, Dh, rows, PV, Lk, dO, D, dv.data() + ko, D, beta);  // dV += P^T dO
           for (int64_t i = 0; i < rows; ++i) {  // softmax backward in place: dS = P * (dP - <dP, P>)
-            internal::softmax_row_backward(P + i * Lk, dP + i * Lk, dP + i * Lk, Lk);
-            for (int64_t j = 0; j < Lk; ++j) dP[i * Lk + j] *= scale;
+            internal::softmax_row_backward(P + i * Lk, dP + i * Lk, dP + i * Lk, Lk, scale);
           }
           k_packed.multiply(false, rows, dP, Lk, dq.data() + qo + i0 * D, D);  // dQ = dS K
           internal::gemm(true, false, Lk, Dh, rows, dP, Lk, qv.data() + qo + i0 * D, D, dk.data() + ko, D, beta);  // dK += dS^T Q

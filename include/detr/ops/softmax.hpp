@@ -29,12 +29,15 @@ inline void softmax_row(T* row, int64_t n) {
   r *= T(1) / r.sum();
 }
 
-// dx = y * (g - sum(g * y)) for one row.
+// dx = y * (g - sum(g * y)) * scale for one row (scale: attention's 1 / sqrt(Dh), fused).
 template <class T>
-inline void softmax_row_backward(const T* y, const T* g, T* dx, int64_t n) {
+inline void softmax_row_backward(const T* y, const T* g, T* dx, int64_t n, T scale = T(1)) {
   T dot = 0;
   for (int64_t j = 0; j < n; ++j) dot += g[j] * y[j];
-  for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - dot);
+  if (scale == T(1))
+    for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - dot);
+  else
+    for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - dot) * scale;
 }
 }  // namespace internal
 
