@@ -290,9 +290,12 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
   thread_local Buffer panel_buf;
   thread_local int64_t panel_cap = 0;
   float* panel = scratch(panel_buf, panel_cap, KC * std::min((N + NR - 1) / NR * NR, NC));
-  // Row blocks of equal height (a multiple of MR), so that no thread gets a sliver.
-  const int64_t mblocks = (M + MC - 1) / MC;
-  const int64_t mc_even = ((M + mblocks - 1) / mblocks + MR - 1) / MR * MR;
+  // Row blocks of whole MR strips, at most MC / MR strips each, as many as a multiple of the
+  // thread count and differing by at most one strip: every thread gets the same work (1700 rows
+  // in 9 blocks of 192 gave one thread 5 blocks and the other 4).
+  const int64_t row_strips = (M + MR - 1) / MR;
+  const int64_t mblocks = std::min(row_strips, ((row_strips + MC / MR - 1) / (MC / MR) + threads - 1) / threads * threads);
+  auto block_rows = [&](int64_t ib) { return std::min(M, ib * row_strips / mblocks * MR); };
   const bool in_place = reads_a_in_place(ta, N, K);
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -313,7 +316,7 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < mblocks * splits; ++item) {
           const int64_t ib = item / splits, part = item % splits;
-          const int64_t i0 = ib * mc_even, mc = std::min(mc_even, M - i0);
+          const int64_t i0 = block_rows(ib), mc = block_rows(ib + 1) - i0;
           if (ib != packed_block) pack_a_rows(ta, A, lda, in_place, i0, mc, pc, kc, ablock);
           packed_block = ib;
           macro_kernel(ta, A, lda, in_place, ablock, i0, mc, pc, kc, panel, part * strips / splits,
