@@ -171,6 +171,9 @@ TEST_CASE("host memory cache reuses freed blocks and never mixes sizes", "[gemm]
   CHECK(HostCache::size_class((1 << 20) + 1) == (1 << 20) + (1 << 17));  // eighths of a power of two
   CHECK(HostCache::size_class(3000000) >= 3000000);
   CHECK(HostCache::size_class(3000000) < 3000000 * 1.125 + 1);
+  auto& cache = HostCache::instance();
+  const size_t limit = cache.limit();  // 0 under AddressSanitizer: caching on for this test
+  cache.set_limit(size_t(1) << 30);
   detr::release_cached_host_memory();
   const float* first;
   {
@@ -190,4 +193,8 @@ TEST_CASE("host memory cache reuses freed blocks and never mixes sizes", "[gemm]
   CHECK(reinterpret_cast<uintptr_t>(detr::Tensor<float>::empty({70000}).data()) % 64 == 0);
   detr::release_cached_host_memory();
   CHECK(detr::cached_host_memory_bytes() == 0);
+  cache.set_limit(0);  // a full cache keeps nothing more
+  { auto t = detr::Tensor<float>::empty({100000}); }
+  CHECK(detr::cached_host_memory_bytes() == 0);
+  cache.set_limit(limit);
 }

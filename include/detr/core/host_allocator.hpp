@@ -4,7 +4,8 @@
 // every iteration; served by malloc, each one is a fresh mmap whose pages fault in one by one
 // (about 8% of a DETR step was page faults and zeroing). The cache keeps freed blocks by size
 // class (a power of two split into 8 steps, so at most 12.5% slack) up to a byte limit.
-//   DETR_HOST_CACHE_MB   cache limit in MiB (default 4096; 0 disables caching)
+//   DETR_HOST_CACHE_MB   cache limit in MiB (default 4096; 0 disables caching). Under
+//   AddressSanitizer the default is 0, so that a use after free is still caught.
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
@@ -66,6 +67,16 @@ class HostCache {
     cached_bytes_ = 0;
   }
 
+  // The most bytes kept cached; lowering it does not release what is cached already.
+  size_t limit() const {
+    std::lock_guard lock(mutex_);
+    return limit_;
+  }
+  void set_limit(size_t bytes) {
+    std::lock_guard lock(mutex_);
+    limit_ = bytes;
+  }
+
   size_t cached_bytes() const {
     std::lock_guard lock(mutex_);
     return cached_bytes_;
@@ -81,8 +92,13 @@ class HostCache {
 
  private:
   HostCache() {
+#if defined(__SANITIZE_ADDRESS__)
+    constexpr size_t kDefaultMB = 0;
+#else
+    constexpr size_t kDefaultMB = 4096;
+#endif
     const char* env = std::getenv("DETR_HOST_CACHE_MB");
-    limit_ = (env ? size_t(std::strtoull(env, nullptr, 10)) : size_t(4096)) << 20;
+    limit_ = (env ? size_t(std::strtoull(env, nullptr, 10)) : kDefaultMB) << 20;
   }
   static void* checked(void* p) {
     if (!p) throw std::bad_alloc();
