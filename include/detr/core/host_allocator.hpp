@@ -6,10 +6,13 @@
 // class (a power of two split into 8 steps, so at most 12.5% slack) up to a byte limit.
 //   DETR_HOST_CACHE_MB   cache limit in MiB (default 4096; 0 disables caching). Under
 //   AddressSanitizer the default is 0, so that a use after free is still caught.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <new>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -110,14 +113,37 @@ class HostCache {
   size_t cached_bytes_ = 0, limit_ = 0;
 };
 
+// A 64-byte aligned buffer that grows to the largest size asked of it; contents unspecified.
+template <class T>
+class ScratchBuffer {
+ public:
+  T* get(size_t n) {
+    static_assert(std::is_trivially_copyable_v<T>, "scratch holds plain values");
+    if (n > capacity_) {
+      const size_t bytes = std::max<size_t>(64, (n * sizeof(T) + 63) / 64 * 64);
+      data_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+      if (!data_) throw std::bad_alloc();
+      capacity_ = n;
+    }
+    return data_.get();
+  }
+  const T* data() const { return data_.get(); }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T[], Free> data_;
+  size_t capacity_ = 0;
+};
+
 // Grow-only scratch memory of the calling thread, one buffer per (Tag, Slot): kernels that need
 // a few MB of per-thread workspace on every call (a fresh vector each time was a new mmap and
 // hundreds of page faults per call and thread). Contents are unspecified on return.
 template <class Tag, int Slot, class T>
 T* thread_scratch(size_t n) {
-  thread_local std::vector<T> buffer;
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
+  thread_local ScratchBuffer<T> buffer;
+  return buffer.get(n);
 }
 
 }  // namespace internal

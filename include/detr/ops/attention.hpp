@@ -6,7 +6,6 @@
 // probabilities and the forward's dropout mask as bits.
 #include <algorithm>
 #include <limits>
-#include <vector>
 
 #include "detr/autograd/var.hpp"
 #include "detr/core/rng.hpp"

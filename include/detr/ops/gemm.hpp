@@ -15,9 +15,9 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <memory>
-#include <new>
+#include <type_traits>
+
+#include "detr/core/host_allocator.hpp"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -50,22 +50,6 @@ constexpr int64_t MR = 12, NR = 32;  // register tile: 12 rows x 2 zmm
 constexpr int64_t KC = 512;          // depth of one packed panel: a B strip (KC x NR, 64 KB)
 constexpr int64_t MC = 16 * MR;      // rows of a packed A block (192 x 512, 384 KB: L2)
 constexpr int64_t NC = 4096;         // columns of a packed B panel (8 MB at most, shared)
-
-struct FreeDeleter {
-  void operator()(float* p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<float[], FreeDeleter>;
-
-// A 64-byte aligned buffer that grows to the largest size asked of it.
-inline float* scratch(Buffer& buf, int64_t& capacity, int64_t n) {
-  if (n > capacity) {
-    int64_t bytes = (n * int64_t(sizeof(float)) + 63) / 64 * 64;
-    buf.reset(static_cast<float*>(std::aligned_alloc(64, size_t(bytes))));
-    if (!buf) throw std::bad_alloc();
-    capacity = n;
-  }
-  return buf.get();
-}
 
 // C[MR x NR] = A B + beta C over kc steps. Element (r, k) of A is a[r * ars + k * acs] (a packed
 // strip has ars = 1, acs = MR); B is a packed strip [kc][NR]. beta == 0 never reads C (it may
@@ -257,9 +241,8 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
 // depth block, and the partial Cs are added in thread order.
 inline void gemm_split_depth(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
                              int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, float beta) {
-  thread_local Buffer partial_buf;
-  thread_local int64_t partial_cap = 0;
-  float* partial = scratch(partial_buf, partial_cap, (threads - 1) * M * N);
+  struct Partial;
+  float* partial = thread_scratch<Partial, 0, float>(size_t((threads - 1) * M * N));
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -268,9 +251,9 @@ inline void gemm_split_depth(int threads, bool ta, bool tb, int64_t M, int64_t N
     const int64_t k0 = std::min(K, blocks * t / nt * KC), k1 = std::min(K, blocks * (t + 1) / nt * KC);
     const float* a = A + (ta ? k0 * lda : k0);
     const float* b = B + (tb ? k0 : k0 * ldb);
+    // (K >= 4 KC per thread: no slice is empty.)
     if (t == 0) gemm(ta, tb, M, N, k1 - k0, a, lda, b, ldb, C, ldc, beta, nullptr);
-    else if (k1 > k0) gemm(ta, tb, M, N, k1 - k0, a, lda, b, ldb, partial + (t - 1) * M * N, N, 0.f, nullptr);
-    else std::fill_n(partial + (t - 1) * M * N, M * N, 0.f);
+    else gemm(ta, tb, M, N, k1 - k0, a, lda, b, ldb, partial + (t - 1) * M * N, N, 0.f, nullptr);
 #pragma omp barrier
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < M; ++i)
@@ -290,9 +273,8 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
   if (threads > 1 && !bias && K >= 4 * KC * threads && M * N <= (int64_t(1) << 20))
     return gemm_split_depth(threads, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
   // The B panel belongs to the calling thread and is shared with its workers.
-  thread_local Buffer panel_buf;
-  thread_local int64_t panel_cap = 0;
-  float* panel = scratch(panel_buf, panel_cap, KC * std::min((N + NR - 1) / NR * NR, NC));
+  struct Panel;
+  float* panel = thread_scratch<Panel, 0, float>(size_t(KC * std::min((N + NR - 1) / NR * NR, NC)));
   // Row blocks of whole MR strips, at most MC / MR strips each, as many as a multiple of the
   // thread count and differing by at most one strip: every thread gets the same work (1700 rows
   // in 9 blocks of 192 gave one thread 5 blocks and the other 4).
@@ -303,9 +285,8 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    thread_local Buffer a_buf;
-    thread_local int64_t a_cap = 0;
-    float* ablock = scratch(a_buf, a_cap, MC * KC);
+    struct ABlock;
+    float* ablock = thread_scratch<ABlock, 0, float>(size_t(MC * KC));
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc), strips = (nc + NR - 1) / NR;
       // Split columns too when there are fewer row blocks than 2 per thread.
@@ -335,9 +316,8 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
 // [strips][kc][NR] at offset k0 * padded N.
 inline void gemm_prepacked(bool ta, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                            const float* packed, float* C, int64_t ldc, float beta) {
-  thread_local Buffer a_buf;
-  thread_local int64_t a_cap = 0;
-  float* ablock = scratch(a_buf, a_cap, MC * KC);
+  struct ABlock;
+  float* ablock = thread_scratch<ABlock, 0, float>(size_t(MC * KC));
   const int64_t strips = (N + NR - 1) / NR;
   const bool in_place = reads_a_in_place(ta, N, K);
   for (int64_t pc = 0; pc < K; pc += KC) {
@@ -373,7 +353,7 @@ class PackedB {
     if constexpr (kPackedGemm<T>) {
       using namespace sgemm;
       const int64_t strips = (N + NR - 1) / NR;
-      float* out = scratch(buf_, cap_, std::max<int64_t>(K * strips * NR, 1));
+      float* out = buf_.get(size_t(K * strips * NR));
       for (int64_t k0 = 0; k0 < K; k0 += KC) {
         const int64_t kc = std::min(KC, K - k0);
         for (int64_t s = 0; s < strips; ++s)
@@ -388,7 +368,7 @@ class PackedB {
     if (M == 0 || N_ == 0) return;
 #if defined(__AVX512F__)
     if constexpr (kPackedGemm<T>) {
-      if (K_ > 0) return sgemm::gemm_prepacked(ta, M, N_, K_, A, lda, buf_.get(), C, ldc, beta);
+      if (K_ > 0) return sgemm::gemm_prepacked(ta, M, N_, K_, A, lda, buf_.data(), C, ldc, beta);
     }
 #endif
     eigen_gemm(ta, tb_, M, N_, K_, A, lda, B_, ldb_, C, ldc, beta);
@@ -399,8 +379,7 @@ class PackedB {
   bool tb_ = false;
   const T* B_ = nullptr;
 #if defined(__AVX512F__)
-  sgemm::Buffer buf_;
-  int64_t cap_ = 0;
+  ScratchBuffer<float> buf_;
 #endif
 };
 
@@ -409,7 +388,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t
           int64_t ldb, T* C, int64_t ldc, T beta = T(0)) {
   if (M == 0 || N == 0) return;
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (kPackedGemm<T>) {
     if (K > 0) return sgemm::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta, nullptr);
   }
 #endif
@@ -423,7 +402,7 @@ void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, in
                int64_t ldb, T* C, int64_t ldc, const T* bias) {
   if (M == 0 || N == 0) return;
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (kPackedGemm<T>) {
     if (K > 0) return sgemm::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0.f, bias);
   }
 #endif

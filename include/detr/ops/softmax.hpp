@@ -34,10 +34,7 @@ template <class T>
 inline void softmax_row_backward(const T* y, const T* g, T* dx, int64_t n, T scale = T(1)) {
   T dot = 0;
   for (int64_t j = 0; j < n; ++j) dot += g[j] * y[j];
-  if (scale == T(1))
-    for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - dot);
-  else
-    for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - dot) * scale;
+  for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - dot) * scale;  // * 1 is exact
 }
 }  // namespace internal
 
