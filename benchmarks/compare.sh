@@ -62,14 +62,15 @@ print(f'gemm: fraction of openblas = {t/o:.2f}')"
 }
 
 # A Google Benchmark binary against its PyTorch twin: per-case medians side by side, then the
-# summary line from one case (the encoder forward+backward unless named).
+# summary line from one case (the encoder forward+backward unless named). Both sides warm up
+# first (the twins run untimed steps; a first step pays page faults and first-touch of state).
 #   gbench_vs_torch <name> <benchmark target> <twin script> <twin repetitions> [summary case]
 gbench_vs_torch() {
   local name=$1 target=$2 script=$3 reps=$4 summary=${5:-encoder_forward_backward}
   need_torch
   build "$target"
   local out=$(mktemp) ref=$(mktemp)
-  "$BUILD/benchmarks/$target" --benchmark_repetitions=5 --benchmark_min_time=0.5 \
+  "$BUILD/benchmarks/$target" --benchmark_repetitions=5 --benchmark_min_time=0.5 --benchmark_min_warmup_time=1 \
     --benchmark_out="$out" --benchmark_out_format=json --benchmark_report_aggregates_only=true
   env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/$script" "$reps" | tee "$ref"
   "$PY" - "$out" "$ref" "$name" "$summary" <<'PYEOF'

@@ -6,7 +6,9 @@
 
 #include <cstring>
 
+#include "detr/ops/elementwise.hpp"
 #include "detr/ops/ms_deform_attn.hpp"
+#include "detr/ops/shape.hpp"
 #include "parity.hpp"
 
 using namespace detr;
@@ -124,6 +126,82 @@ TEST_CASE("ms_deform_attn backward is bit-identical across runs and thread count
   }
 }
 
+// ms_deform_attn_from_offsets: locations = reference + offsets / (W_l, H_l), fused.
+
+TEST_CASE("ms_deform_attn_from_offsets gradcheck: reference points, offsets, value and weights",
+          "[ms_deform_attn][gradcheck]") {
+  const auto shapes = Tensor<int64_t>::from({2, 2}, {3, 4, 2, 3});
+  const auto starts = starts_of(shapes);
+  const int64_t B = 2, S = 18, H = 2, D = 3, Q = 3, L = 2, P = 3;
+  // Offsets of up to +-1.5 pixels around references near the borders: some samples straddle an
+  // edge, some fall wholly outside.
+  REQUIRE_GRADCHECK(
+      [&](const std::vector<Var<double>>& x) { return ms_deform_attn_from_offsets(x[0], shapes, starts, x[1], x[2], x[3]); },
+      {detr::test::randn({B, S, H, D}, 1), detr::test::rand_uniform({B, Q, L, 2}, 2, -0.05, 1.05),
+       detr::test::rand_uniform({B, Q, H, L, P, 2}, 3, -1.5, 1.5), detr::test::rand_uniform({B, Q, H, L, P}, 4, 0.1, 1.0)});
+}
+
+TEST_CASE("ms_deform_attn_from_offsets equals ms_deform_attn at reference + offsets / (W, H)", "[ms_deform_attn]") {
+  const auto shapes = Tensor<int64_t>::from({3, 2}, {16, 12, 8, 6, 4, 3});
+  const auto starts = starts_of(shapes);
+  const int64_t B = 2, S = 16 * 12 + 8 * 6 + 4 * 3, H = 4, D = 32, Q = 50, L = 3, P = 4;
+  Rng rng(5);
+  auto v = rng.normal_tensor<float>({B, S, H, D});
+  auto ref = rng.uniform_tensor<float>({B, Q, L, 2}, 0, 1);
+  auto off = rng.normal_tensor<float>({B, Q, H, L, P, 2});
+  auto a = rng.uniform_tensor<float>({B, Q, H, L, P}, 0, 1);
+  auto g = rng.normal_tensor<float>({B, Q, H * D});
+  auto normalizer = Tensor<float>::empty({L, 1, 2});  // (W_l, H_l), as MSDeformAttn builds it
+  for (int64_t l = 0; l < L; ++l) {
+    normalizer.data()[2 * l] = float(shapes.data()[2 * l + 1]);
+    normalizer.data()[2 * l + 1] = float(shapes.data()[2 * l]);
+  }
+  Var<float> v1(v, true), r1(ref, true), o1(off, true), a1(a, true);
+  Var<float> v2(v, true), r2(ref, true), o2(off, true), a2(a, true);
+  auto fused = ms_deform_attn_from_offsets(v1, shapes, starts, r1, o1, a1);
+  auto composed = ms_deform_attn(v2, shapes, starts, reshape(r2, {B, Q, 1, L, 1, 2}) + o2 / constant(normalizer), a2);
+  fused.backward(g);
+  composed.backward(g);
+  auto same_bits = [](const Tensor<float>& x, const Tensor<float>& y) {
+    return x.shape() == y.shape() && std::memcmp(x.data(), y.data(), sizeof(float) * x.numel()) == 0;
+  };
+  REQUIRE(same_bits(fused.value(), composed.value()));
+  REQUIRE(same_bits(v1.grad(), v2.grad()));
+  REQUIRE(same_bits(o1.grad(), o2.grad()));
+  REQUIRE(same_bits(a1.grad(), a2.grad()));
+  REQUIRE_ALLCLOSE(r1.grad(), r2.grad(), 1e-5, 1e-5);  // a sum over heads and points, in another order
+}
+
+TEST_CASE("ms_deform_attn_from_offsets: a constant reference gets no gradient; bits for any thread count",
+          "[ms_deform_attn]") {
+  const auto shapes = Tensor<int64_t>::from({2, 2}, {16, 16, 8, 8});
+  const auto starts = starts_of(shapes);
+  const int64_t B = 2, S = 320, H = 4, D = 32, Q = 120, L = 2, P = 4;
+  Rng rng(6);
+  auto v = rng.normal_tensor<float>({B, S, H, D});
+  auto ref = rng.uniform_tensor<float>({B, Q, L, 2}, 0, 1);
+  auto off = rng.normal_tensor<float>({B, Q, H, L, P, 2}, 0, 4);
+  auto a = rng.uniform_tensor<float>({B, Q, H, L, P}, 0, 1);
+  auto g = rng.normal_tensor<float>({B, Q, H * D});
+  auto grads = [&](int threads, bool reference_grad) {
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Var<float> vv(v, true), rr(ref, reference_grad), oo(off, true), aa(a, true);
+    ms_deform_attn_from_offsets(vv, shapes, starts, rr, oo, aa).backward(g);
+    omp_set_num_threads(prev);
+    return std::vector<Tensor<float>>{vv.grad(), rr.grad(), oo.grad(), aa.grad()};
+  };
+  const auto constant_ref = grads(2, false);
+  REQUIRE_FALSE(constant_ref[1].defined());
+  auto first = grads(2, true), single = grads(1, true), three = grads(3, true);
+  for (int i = 0; i < 4; ++i) {
+    const size_t bytes = sizeof(float) * first[i].numel();
+    REQUIRE(std::memcmp(first[i].data(), single[i].data(), bytes) == 0);
+    REQUIRE(std::memcmp(first[i].data(), three[i].data(), bytes) == 0);
+    if (i != 1) REQUIRE(std::memcmp(first[i].data(), constant_ref[i].data(), bytes) == 0);
+  }
+}
+
 TEST_CASE("ms_deform_attn shape errors name the tensor and the expected shape", "[ms_deform_attn][errors]") {
   const auto shapes = Tensor<int64_t>::from({2, 2}, {3, 4, 2, 3});
   const auto starts = starts_of(shapes);
@@ -146,6 +224,12 @@ TEST_CASE("ms_deform_attn shape errors name the tensor and the expected shape", 
                       Catch::Contains("attention_weights must be [B, Q, H, L, P] = [1, 5, 2, 2, 3]"));
   REQUIRE_THROWS_WITH(ms_deform_attn(v, Tensor<int64_t>::from({2, 2}, {3, 4, 0, 3}), starts, loc, a),
                       Catch::Contains("level 1 is 0 x 3"));
+  Var<float> ref(Tensor<float>::zeros({1, 5, 2, 2}));
+  REQUIRE_NOTHROW(ms_deform_attn_from_offsets(v, shapes, starts, ref, loc, a));
+  REQUIRE_THROWS_WITH(ms_deform_attn_from_offsets(v, shapes, starts, Var<float>(Tensor<float>::zeros({1, 5, 2, 4})), loc, a),
+                      Catch::Contains("reference_points must be [B, Q, L, 2] = [1, 5, 2, 2], got [1, 5, 2, 4]"));
+  REQUIRE_THROWS_WITH(ms_deform_attn_from_offsets(v, shapes, starts, ref, Var<float>(Tensor<float>::zeros({1, 5, 2, 3, 3, 2})), a),
+                      Catch::Contains("sampling_offsets must be [B, Q, H, L, P, 2]"));
 }
 
 #include "detr/ops/ms_deform_attn_math.hpp"

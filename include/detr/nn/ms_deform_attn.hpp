@@ -92,21 +92,16 @@ struct MSDeformAttn {
     Var<T> offsets = reshape(sampling_offsets.forward(query), {B, Q, H, L, P, 2});
     Var<T> weights = reshape(softmax(reshape(attention_weights.forward(query), {B, Q, H, L * P})), {B, Q, H, L, P});
 
-    Var<T> locations;  // [B, Q, H, L, P, 2]
-    if (c == 2) {
-      auto normalizer = Tensor<T>::empty({L, 1, 2});  // (W_l, H_l)
-      for (int l = 0; l < L; ++l) {
-        normalizer.data()[2 * l] = T(spatial_shapes.data()[2 * l + 1]);
-        normalizer.data()[2 * l + 1] = T(spatial_shapes.data()[2 * l]);
-      }
-      locations = reshape(reference_points, {B, Q, 1, L, 1, 2}) + offsets / constant(normalizer);
+    Var<T> out;  // [B, Q, D]
+    if (c == 2) {  // locations = reference + offsets / (W_l, H_l), fused into the sampling
+      out = ms_deform_attn_from_offsets(value, spatial_shapes, level_start_index, reference_points, offsets, weights);
     } else {
       Var<T> centre = reshape(slice(reference_points, 3, 0, 2), {B, Q, 1, L, 1, 2});
       Var<T> size = reshape(slice(reference_points, 3, 2, 4), {B, Q, 1, L, 1, 2});
       // offsets / n_points * wh * 0.5, in the reference's order (a true division by P).
-      locations = centre + (offsets / constant(Tensor<T>::full({1}, T(P)))) * size * T(0.5);
+      Var<T> locations = centre + (offsets / constant(Tensor<T>::full({1}, T(P)))) * size * T(0.5);
+      out = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights);
     }
-    Var<T> out = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights);  // [B, Q, D]
     return output_proj.forward(out);
   }
 
