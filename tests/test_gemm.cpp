@@ -112,6 +112,32 @@ TEST_CASE("gemm_bias adds a per-column bias to every row", "[gemm]") {
     }
 }
 
+TEST_CASE("gemm_bias with relu clamps the finished sum (edge tiles, several depth panels, NaN)", "[gemm]") {
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<float> u(-1, 1);
+  // K 1100: three depth panels, the clamp must wait for the last; 45 / 4200 columns leave edge strips.
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{13, 45, 7}, {200, 130, 1100}, {30, 4200, 20}})
+    for (bool tb : {false, true}) {
+      Case c{M, N, K, false, tb, 1, 0, 2, 0.f};
+      Operands o = make(c, gen);
+      o.A[0] = std::numeric_limits<float>::quiet_NaN();  // row 0 is NaN everywhere: relu() gives 0
+      std::vector<float> bias(static_cast<size_t>(N));
+      for (auto& b : bias) b = u(gen);
+      int64_t negative = 0;
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          float& e = o.expected[size_t(i * o.ldc + j)];
+          e = i == 0 ? 0.f : std::max(e + bias[size_t(j)], 0.f);
+          negative += e == 0.f;
+        }
+      REQUIRE(negative > M * N / 4);  // the clamp is exercised
+      detr::internal::gemm_bias(false, tb, M, N, K, o.A.data(), o.lda, o.B.data(), o.ldb, o.C.data(), o.ldc,
+                                bias.data(), true);
+      INFO("M " << M << " N " << N << " K " << K << " tb " << tb);
+      CHECK(max_error(o) <= 1e-5 * std::sqrt(double(K) + 1) + 1e-6);
+    }
+}
+
 TEST_CASE("gemm inside a parallel region runs serially and stays correct", "[gemm]") {
   std::mt19937 gen(2);
   std::vector<Case> cs;

@@ -1,3 +1,8 @@
+#include <algorithm>
+#include <cstring>
+
+#include "detr/core/rng.hpp"
+#include "detr/ops/elementwise.hpp"
 #include "detr/ops/linalg.hpp"
 #include "helpers.hpp"
 
@@ -26,6 +31,30 @@ TEST_CASE("matmul / batched / transposed / linear gradcheck", "[linalg][gradchec
   REQUIRE_GRADCHECK([](const V& v) { return linear(v[0], v[1], v[2]); },
                     {randn({2, 3, 4}, 9), randn({5, 4}, 10), randn({5}, 11)});
   REQUIRE_GRADCHECK([](const V& v) { return linear(v[0], v[1]); }, {randn({3, 4}, 12), randn({2, 4}, 13)});
+  REQUIRE_GRADCHECK([](const V& v) { return linear_relu(v[0], v[1], v[2]); },
+                    {randn({2, 3, 4}, 14), randn({5, 4}, 15), randn({5}, 16)});
+  REQUIRE_GRADCHECK([](const V& v) { return linear_relu(v[0], v[1]); }, {randn({3, 4}, 17), randn({6, 4}, 18)});
+}
+
+TEST_CASE("linear_relu equals relu(linear) in value and gradients (float, fused kernel)", "[linalg]") {
+  Rng rng(4);
+  auto x = rng.normal_tensor<float>({2, 150, 64}), w = rng.normal_tensor<float>({300, 64}, 0, 0.1);
+  auto b = rng.normal_tensor<float>({300}, 0, 0.1), g = rng.normal_tensor<float>({2, 150, 300});
+  Var<float> x1(x, true), w1(w, true), b1(b, true), x2(x, true), w2(w, true), b2(b, true);
+  auto fused = linear_relu(x1, w1, b1);
+  auto composed = relu(linear(x2, w2, b2));
+  fused.backward(g);
+  composed.backward(g);
+  // Same products (the clamp only moves into the store), so the same bits.
+  auto same = [](const Tensor<float>& a, const Tensor<float>& c) {
+    return a.shape() == c.shape() && std::memcmp(a.data(), c.data(), sizeof(float) * a.numel()) == 0;
+  };
+  REQUIRE(same(fused.value(), composed.value()));
+  REQUIRE(same(x1.grad(), x2.grad()));
+  REQUIRE(same(w1.grad(), w2.grad()));
+  REQUIRE(same(b1.grad(), b2.grad()));
+  const auto y = fused.value();
+  REQUIRE(std::count(y.data(), y.data() + y.numel(), 0.f) > y.numel() / 4);  // the clamp is exercised
 }
 
 TEST_CASE("matmul shape errors", "[linalg]") {
@@ -33,4 +62,5 @@ TEST_CASE("matmul shape errors", "[linalg]") {
   REQUIRE_THROWS_WITH(matmul(a, b), Catch::Contains("batch dimensions differ"));
   Var<float> w(Tensor<float>::zeros({5, 3}));
   REQUIRE_THROWS_WITH(linear(a, w), Catch::Contains("in_features 3"));
+  REQUIRE_THROWS_WITH(linear_relu(a, w), Catch::Contains("linear_relu: input [2, 3, 4] does not end in in_features 3"));
 }

@@ -48,7 +48,7 @@ struct FFN {
   }
   // x [..., D] -> [..., D]
   Var<T> forward(const Var<T>& x) {
-    Var<T> h = linear2.forward(dropout.forward(relu(linear1.forward(x))));
+    Var<T> h = linear2.forward(dropout.forward(linear1.forward_relu(x)));
     return norm.forward(x + dropout_residual.forward(h));
   }
 };

@@ -40,6 +40,8 @@ struct Linear {
 
   // x [..., In] -> [..., Out]
   Var<T> forward(const Var<T>& x) const { return linear(x, weight, bias); }
+  // relu(forward(x)), fused (see linear_relu)
+  Var<T> forward_relu(const Var<T>& x) const { return linear_relu(x, weight, bias); }
 };
 
 }  // namespace detr

@@ -53,10 +53,11 @@ constexpr int64_t NC = 4096;         // columns of a packed B panel (8 MB at mos
 
 // C[MR x NR] = A B + beta C over kc steps. Element (r, k) of A is a[r * ars + k * acs] (a packed
 // strip has ars = 1, acs = MR); B is a packed strip [kc][NR]. beta == 0 never reads C (it may
-// hold garbage, even NaN). A non-null `bias` (NR values) starts every row at bias instead of 0.
+// hold garbage, even NaN). A non-null `bias` (NR values) starts every row at bias instead of 0;
+// `relu` stores max(value, 0) (as relu(): NaN becomes 0).
 __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float* __restrict a, int64_t ars,
                                                         int64_t acs, const float* __restrict b, float* c,
-                                                        int64_t ldc, float beta, const float* bias) {
+                                                        int64_t ldc, float beta, const float* bias, bool relu) {
   const __m512 init0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
   const __m512 init1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
   __m512 c0[MR], c1[MR];
@@ -73,41 +74,47 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float*
     a += acs;
     b += NR;
   }
-  if (beta == 0.f) {
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-      _mm512_storeu_ps(c + r * ldc, c0[r]);
-      _mm512_storeu_ps(c + r * ldc + 16, c1[r]);
-    }
-  } else {
+  if (beta != 0.f) {
     const __m512 vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) {
-      _mm512_storeu_ps(c + r * ldc, _mm512_fmadd_ps(vb, _mm512_loadu_ps(c + r * ldc), c0[r]));
-      _mm512_storeu_ps(c + r * ldc + 16, _mm512_fmadd_ps(vb, _mm512_loadu_ps(c + r * ldc + 16), c1[r]));
+      c0[r] = _mm512_fmadd_ps(vb, _mm512_loadu_ps(c + r * ldc), c0[r]);
+      c1[r] = _mm512_fmadd_ps(vb, _mm512_loadu_ps(c + r * ldc + 16), c1[r]);
     }
+  }
+  if (relu) {  // max_ps returns its second operand when one is NaN: NaN -> 0, as relu() does
+    const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) c0[r] = _mm512_max_ps(c0[r], zero), c1[r] = _mm512_max_ps(c1[r], zero);
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) {
+    _mm512_storeu_ps(c + r * ldc, c0[r]);
+    _mm512_storeu_ps(c + r * ldc + 16, c1[r]);
   }
 }
 
 // The kernel on a packed A strip [kc][MR] (not inlined: one copy serves every call site).
 __attribute__((noinline)) inline void packed_kernel(int64_t kc, const float* a, const float* b, float* c,
-                                                    int64_t ldc, float beta, const float* bias) {
-  micro_kernel(kc, a, 1, MR, b, c, ldc, beta, bias);
+                                                    int64_t ldc, float beta, const float* bias, bool relu) {
+  micro_kernel(kc, a, 1, MR, b, c, ldc, beta, bias, relu);
 }
 
 // The kernel reading A in place: rows of a row-major A (ta = false) or columns of a stored [K, M] one.
 __attribute__((noinline)) inline void direct_kernel(bool ta, int64_t kc, const float* a, int64_t lda,
                                                     const float* b, float* c, int64_t ldc, float beta,
-                                                    const float* bias) {
-  if (ta) micro_kernel(kc, a, 1, lda, b, c, ldc, beta, bias);
-  else micro_kernel(kc, a, lda, 1, b, c, ldc, beta, bias);
+                                                    const float* bias, bool relu) {
+  if (ta) micro_kernel(kc, a, 1, lda, b, c, ldc, beta, bias, relu);
+  else micro_kernel(kc, a, lda, 1, b, c, ldc, beta, bias, relu);
 }
 
 // The m x n corner of a full tile computed into a buffer, stored to C (partial tiles at the edges).
-inline void store_corner(const float* tile, float* c, int64_t ldc, float beta, int64_t m, int64_t n) {
+inline void store_corner(const float* tile, float* c, int64_t ldc, float beta, bool relu, int64_t m, int64_t n) {
   for (int64_t r = 0; r < m; ++r)
-    for (int64_t j = 0; j < n; ++j)
-      c[r * ldc + j] = beta == 0.f ? tile[r * NR + j] : tile[r * NR + j] + beta * c[r * ldc + j];
+    for (int64_t j = 0; j < n; ++j) {
+      const float v = beta == 0.f ? tile[r * NR + j] : tile[r * NR + j] + beta * c[r * ldc + j];
+      c[r * ldc + j] = relu ? (v > 0.f ? v : 0.f) : v;
+    }
 }
 
 // In-register transpose of a 16 x 16 block: r[i] lane j becomes r[j] lane i.
@@ -201,10 +208,11 @@ inline void pack_a_rows(bool ta, const float* A, int64_t lda, bool in_place, int
 
 // C rows [i0, i0 + mc) x columns of panel strips [s0, s1) = op(A) panel + beta C, for depth
 // [k0, k0 + kc); strip s covers columns j0 + s NR. `ap` is pack_a_rows' output. A non-null
-// `bias` [N] is added to every row (with beta = 0: the first depth block of C = A B + bias).
+// `bias` [N] is added to every row (with beta = 0: the first depth block of C = A B + bias);
+// `relu` clamps the result at 0 (the last depth block).
 inline void macro_kernel(bool ta, const float* A, int64_t lda, bool in_place, const float* ap, int64_t i0,
                          int64_t mc, int64_t k0, int64_t kc, const float* panel, int64_t s0, int64_t s1,
-                         int64_t j0, int64_t N, float* C, int64_t ldc, float beta, const float* bias) {
+                         int64_t j0, int64_t N, float* C, int64_t ldc, float beta, const float* bias, bool relu) {
   alignas(64) float tile[MR * NR];
   alignas(64) float bias_edge[NR];
   for (int64_t s = s0; s < s1; ++s) {
@@ -223,18 +231,18 @@ inline void macro_kernel(bool ta, const float* A, int64_t lda, bool in_place, co
       const bool full = m == MR && n == NR;
       if (in_place && m == MR) {
         const float* a = ta ? A + k0 * lda + i : A + i * lda + k0;
-        direct_kernel(ta, kc, a, lda, bs, full ? c : tile, full ? ldc : NR, full ? beta : 0.f, bias_s);
+        direct_kernel(ta, kc, a, lda, bs, full ? c : tile, full ? ldc : NR, full ? beta : 0.f, bias_s, full && relu);
       } else {
         packed_kernel(kc, ap + (in_place ? 0 : ir * kc), bs, full ? c : tile, full ? ldc : NR, full ? beta : 0.f,
-                      bias_s);
+                      bias_s, full && relu);
       }
-      if (!full) store_corner(tile, c, ldc, beta, m, n);
+      if (!full) store_corner(tile, c, ldc, beta, relu, m, n);
     }
   }
 }
 
 inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias);
+                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias, bool relu = false);
 
 // A deep product with a small output (weight gradients: K = tokens, tens of thousands): each
 // thread takes a slice of the depth into its own C, with no shared panel and no barrier per
@@ -267,10 +275,10 @@ inline void gemm_split_depth(int threads, bool ta, bool tb, int64_t M, int64_t N
 }
 
 inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias) {
+                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias, bool relu) {
   // Threads pay off above ~1 MFLOP, and never inside another parallel region.
   const int threads = omp_in_parallel() || M * N * K < (int64_t(1) << 19) ? 1 : omp_get_max_threads();
-  if (threads > 1 && !bias && K >= 4 * KC * threads && M * N <= (int64_t(1) << 20))
+  if (threads > 1 && !bias && !relu && K >= 4 * KC * threads && M * N <= (int64_t(1) << 20))
     return gemm_split_depth(threads, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
   // The B panel belongs to the calling thread and is shared with its workers.
   struct Panel;
@@ -305,7 +313,7 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
           packed_block = ib;
           macro_kernel(ta, A, lda, in_place, ablock, i0, mc, pc, kc, panel, part * strips / splits,
                        (part + 1) * strips / splits, jc, N, C, ldc, pc == 0 ? beta : 1.f,
-                       pc == 0 ? bias : nullptr);
+                       pc == 0 ? bias : nullptr, relu && pc + kc == K);
         }
       }
     }
@@ -326,7 +334,7 @@ inline void gemm_prepacked(bool ta, int64_t M, int64_t N, int64_t K, const float
       const int64_t mc = std::min(MC, M - i0);
       pack_a_rows(ta, A, lda, in_place, i0, mc, pc, kc, ablock);
       macro_kernel(ta, A, lda, in_place, ablock, i0, mc, pc, kc, packed + pc * strips * NR, 0, strips, 0, N, C,
-                   ldc, pc == 0 ? beta : 1.f, nullptr);
+                   ldc, pc == 0 ? beta : 1.f, nullptr, false);
     }
   }
 }
@@ -395,20 +403,25 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t
   eigen_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
 }
 
-// C[M,N] = op(A) op(B) + bias, bias [N] added to every row (torch.nn.functional.linear): our
-// kernel starts its accumulators at the bias, so C is written once.
+// C[M,N] = op(A) op(B) + bias, bias [N] added to every row (torch.nn.functional.linear), and
+// with `relu` clamped at 0 (relu(): NaN becomes 0): our kernel starts its accumulators at the
+// bias and clamps them before the store, so C is written once.
 template <class T>
 void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-               int64_t ldb, T* C, int64_t ldc, const T* bias) {
+               int64_t ldb, T* C, int64_t ldc, const T* bias, bool relu = false) {
   if (M == 0 || N == 0) return;
 #if defined(__AVX512F__)
   if constexpr (kPackedGemm<T>) {
-    if (K > 0) return sgemm::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0.f, bias);
+    if (K > 0) return sgemm::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0.f, bias, relu);
   }
 #endif
 #pragma omp parallel for if (M * N > (1 << 16))
   for (int64_t r = 0; r < M; ++r) std::copy_n(bias, N, C + r * ldc);
   eigen_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, T(1));
+  if (!relu) return;
+#pragma omp parallel for if (M * N > (1 << 16))
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t j = 0; j < N; ++j) C[r * ldc + j] = C[r * ldc + j] > T(0) ? C[r * ldc + j] : T(0);
 }
 
 // Dense operands: lda = K (or M when ta), ldb = N (or K when tb), ldc = N.

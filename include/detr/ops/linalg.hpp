@@ -115,42 +115,73 @@ Var<T> matmul_nt(const Var<T>& a, const Var<T>& b) {
   return internal::matmul_impl(a, b, true, "matmul_nt");
 }
 
-// x [..., In] @ weight^T [Out, In] + bias [Out] -> [..., Out]   (bias may be undefined)
+namespace internal {
+
+// linear, and with `relu` relu(linear): the clamp runs in the product's store, and the backward
+// masks the incoming gradient by out > 0 (relu()'s mask, as in > 0 exactly when out > 0).
 template <class T>
-Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>()) {
-  DETR_CHECK(weight.rank() == 2, "linear: weight must be [out, in], got " << weight.shape());
+Var<T> linear_impl(const char* op, const Var<T>& x, const Var<T>& weight, const Var<T>& bias, bool relu) {
+  DETR_CHECK(weight.rank() == 2, op << ": weight must be [out, in], got " << weight.shape());
   DETR_CHECK(x.rank() >= 1 && x.dim(-1) == weight.dim(1),
-             "linear: input " << x.shape() << " does not end in in_features " << weight.dim(1)
-                              << " of weight " << weight.shape());
+             op << ": input " << x.shape() << " does not end in in_features " << weight.dim(1) << " of weight "
+                << weight.shape());
   const int64_t Out = weight.dim(0), In = weight.dim(1), R = x.numel() / std::max<int64_t>(In, 1);
   Shape os = x.shape();
   os[os.rank() - 1] = Out;
   const Tensor<T> xv = x.value(), wv = weight.value();
   auto out = Tensor<T>::empty(os);
   if (bias.defined()) {
-    DETR_CHECK(bias.rank() == 1 && bias.dim(0) == Out,
-               "linear: bias " << bias.shape() << " vs out_features " << Out);
-    internal::gemm_bias(false, true, R, Out, In, xv.data(), In, wv.data(), In, out.data(), Out, bias.value().data());
+    DETR_CHECK(bias.rank() == 1 && bias.dim(0) == Out, op << ": bias " << bias.shape() << " vs out_features " << Out);
+    gemm_bias(false, true, R, Out, In, xv.data(), In, wv.data(), In, out.data(), Out, bias.value().data(), relu);
   } else {
-    internal::gemm(false, true, R, Out, In, xv.data(), wv.data(), out.data());
+    gemm(false, true, R, Out, In, xv.data(), wv.data(), out.data());
+    T* po = out.data();
+    const int64_t n = relu ? out.numel() : 0;
+#pragma omp parallel for simd if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) po[i] = po[i] > T(0) ? po[i] : T(0);
   }
   std::vector<Var<T>> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
-  return record("linear", out, std::move(inputs), [xv, wv, R, Out, In](const Tensor<T>& g, auto& in) {
+  Tensor<T> kept = relu ? out : Tensor<T>();
+  return record(op, out, std::move(inputs), [xv, wv, kept, R, Out, In](const Tensor<T>& g_out, auto& in) {
+    Tensor<T> g = g_out;
+    if (kept.defined()) {  // through the relu: g * (out > 0), as relu()'s backward multiplies
+      g = Tensor<T>::empty(g_out.shape());
+      const T *pg = g_out.data(), *py = kept.data();
+      T* pm = g.data();
+      const int64_t n = g.numel();
+#pragma omp parallel for simd if (n > (1 << 16))
+      for (int64_t i = 0; i < n; ++i) pm[i] = pg[i] * (py[i] > T(0) ? T(1) : T(0));
+    }
     if (in.wants(0)) {
       auto gx = Tensor<T>::empty(xv.shape());
-      internal::gemm(false, false, R, In, Out, g.data(), wv.data(), gx.data());
+      gemm(false, false, R, In, Out, g.data(), wv.data(), gx.data());
       in.add(0, std::move(gx));
     }
     if (in.wants(1)) {
       auto gw = Tensor<T>::empty(wv.shape());
-      internal::gemm(true, false, Out, In, R, g.data(), xv.data(), gw.data());
+      gemm(true, false, Out, In, R, g.data(), xv.data(), gw.data());
       in.add(1, std::move(gw));
     }
     if (in.wants(2)) {
-      in.add(2, internal::column_sums(g.data(), R, Out));
+      in.add(2, column_sums(g.data(), R, Out));
     }
   });
+}
+
+}  // namespace internal
+
+// x [..., In] @ weight^T [Out, In] + bias [Out] -> [..., Out]   (bias may be undefined)
+template <class T>
+Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>()) {
+  return internal::linear_impl("linear", x, weight, bias, false);
+}
+
+// relu(linear(x, weight, bias)) in one op: the clamp is applied as the product is stored (the FFN's
+// first layer: one pass less over its [tokens, F] activations each way).
+template <class T>
+Var<T> linear_relu(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>()) {
+  return internal::linear_impl("linear_relu", x, weight, bias, true);
 }
 
 }  // namespace detr
