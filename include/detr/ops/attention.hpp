@@ -168,10 +168,12 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
             internal::apply_keep_bits(bits, keep_scale, dP, dP, rows * Lk);
             PV = Pd;
           }
-          internal::gemm(true, false, Lk, Dh, rows, PV, Lk, dO, D, dv.data() + ko, D, beta);  // dV += P^T dO
+          // The softmax backward first: its row-order pass over P brings the block into cache for
+          // the column-order reads of dV's product (which otherwise miss on every row).
           for (int64_t i = 0; i < rows; ++i) {  // softmax backward in place: dS = P * (dP - <dP, P>)
             internal::softmax_row_backward(P + i * Lk, dP + i * Lk, dP + i * Lk, Lk, scale);
           }
+          internal::gemm(true, false, Lk, Dh, rows, PV, Lk, dO, D, dv.data() + ko, D, beta);  // dV += P^T dO
           k_packed.multiply(false, rows, dP, Lk, dq.data() + qo + i0 * D, D);  // dQ = dS K
           internal::gemm(true, false, Lk, Dh, rows, dP, Lk, qv.data() + qo + i0 * D, D, dk.data() + ko, D, beta);  // dK += dS^T Q
         }
