@@ -48,7 +48,7 @@ struct FFN {
   }
   // x [..., D] -> [..., D]
   Var<T> forward(const Var<T>& x) {
-    Var<T> h = linear2.forward(dropout.forward(linear1.forward_relu(x)));
+    Var<T> h = linear2.forward(linear1.forward_relu_dropout(x, dropout));
     return norm.forward(x + dropout_residual.forward(h));
   }
 };

@@ -42,6 +42,11 @@ struct Linear {
   Var<T> forward(const Var<T>& x) const { return linear(x, weight, bias); }
   // relu(forward(x)), fused (see linear_relu)
   Var<T> forward_relu(const Var<T>& x) const { return linear_relu(x, weight, bias); }
+  // dropout.forward(relu(forward(x))), fused (see linear_relu_dropout)
+  template <class D>
+  Var<T> forward_relu_dropout(const Var<T>& x, D& dropout) const {
+    return linear_relu_dropout(x, weight, bias, dropout.p, dropout.training, dropout.rng);
+  }
 };
 
 }  // namespace detr

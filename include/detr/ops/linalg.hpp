@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include "detr/autograd/var.hpp"
+#include "detr/core/rng.hpp"
 #include "detr/ops/gemm.hpp"
 
 namespace detr {
@@ -119,8 +120,12 @@ namespace internal {
 
 // linear, and with `relu` relu(linear): the clamp runs in the product's store, and the backward
 // masks the incoming gradient by out > 0 (relu()'s mask, as in > 0 exactly when out > 0).
+// With relu and drop_p > 0 also dropout, with dropout()'s mask for `seed`, applied in place: the
+// output y alone then serves the backward (an element passes its gradient, times 1 / (1 - p),
+// exactly where y > 0: kept and positive), so neither the mask nor the pre-dropout values are kept.
 template <class T>
-Var<T> linear_impl(const char* op, const Var<T>& x, const Var<T>& weight, const Var<T>& bias, bool relu) {
+Var<T> linear_impl(const char* op, const Var<T>& x, const Var<T>& weight, const Var<T>& bias, bool relu,
+                   double drop_p = 0.0, uint64_t seed = 0) {
   DETR_CHECK(weight.rank() == 2, op << ": weight must be [out, in], got " << weight.shape());
   DETR_CHECK(x.rank() >= 1 && x.dim(-1) == weight.dim(1),
              op << ": input " << x.shape() << " does not end in in_features " << weight.dim(1) << " of weight "
@@ -140,18 +145,33 @@ Var<T> linear_impl(const char* op, const Var<T>& x, const Var<T>& weight, const 
 #pragma omp parallel for simd if (n > (1 << 16))
     for (int64_t i = 0; i < n; ++i) po[i] = po[i] > T(0) ? po[i] : T(0);
   }
+  const T keep_scale = T(1.0 / (1.0 - drop_p));
+  if (relu && drop_p > 0.0) {  // dropout in place, chunk by chunk as dropout() hashes it
+    const uint64_t threshold = uint64_t(drop_p * 18446744073709551616.0);  // p * 2^64
+    const int64_t n = out.numel(), chunk = 1 << 14;
+    T* po = out.data();
+#pragma omp parallel for if (n > (1 << 16)) schedule(static)
+    for (int64_t i = 0; i < n; i += chunk) {
+      uint16_t bits[chunk / 16];
+      const int64_t len = std::min(chunk, n - i);
+      dropout_keep_bits(seed + uint64_t(i), threshold, len, bits);
+      apply_keep_bits(bits, keep_scale, po + i, po + i, len);
+    }
+  }
   std::vector<Var<T>> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
   Tensor<T> kept = relu ? out : Tensor<T>();
-  return record(op, out, std::move(inputs), [xv, wv, kept, R, Out, In](const Tensor<T>& g_out, auto& in) {
+  const T pass = drop_p > 0.0 ? keep_scale : T(1);  // gradient factor where kept > 0
+  return record(op, out, std::move(inputs), [xv, wv, kept, pass, R, Out, In](const Tensor<T>& g_out, auto& in) {
     Tensor<T> g = g_out;
-    if (kept.defined()) {  // through the relu: g * (out > 0), as relu()'s backward multiplies
+    if (kept.defined()) {  // through the relu (and dropout): g * (out > 0 ? pass : 0), as relu() multiplies
       g = Tensor<T>::empty(g_out.shape());
       const T *pg = g_out.data(), *py = kept.data();
       T* pm = g.data();
       const int64_t n = g.numel();
+      const T factor = pass;  // a local: read through the closure, the loop would stay scalar
 #pragma omp parallel for simd if (n > (1 << 16))
-      for (int64_t i = 0; i < n; ++i) pm[i] = pg[i] * (py[i] > T(0) ? T(1) : T(0));
+      for (int64_t i = 0; i < n; ++i) pm[i] = pg[i] * (py[i] > T(0) ? factor : T(0));
     }
     if (in.wants(0)) {
       auto gx = Tensor<T>::empty(xv.shape());
@@ -182,6 +202,17 @@ Var<T> linear(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
 template <class T>
 Var<T> linear_relu(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>()) {
   return internal::linear_impl("linear_relu", x, weight, bias, true);
+}
+
+// dropout(relu(linear(x, weight, bias)), p, training, rng) in one op, with the same mask and
+// values as those three (it draws from rng as dropout() does). Only the output is kept for the
+// backward, which is one pass (the FFN's first layer: one [tokens, F] tensor and three passes less).
+template <class T>
+Var<T> linear_relu_dropout(const Var<T>& x, const Var<T>& weight, const Var<T>& bias, double p, bool training,
+                           Rng& rng) {
+  DETR_CHECK(p >= 0.0 && p < 1.0, "linear_relu_dropout: probability must be in [0, 1), got " << p);
+  if (!training || p == 0.0) return linear_relu(x, weight, bias);
+  return internal::linear_impl("linear_relu_dropout", x, weight, bias, true, p, rng.next_u64());
 }
 
 }  // namespace detr
