@@ -23,10 +23,14 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& weight, const Var<T>& bias, dou
   for (int64_t r = 0; r < R; ++r) {
     const T* xr = xv.data() + r * D;
     T* yr = y.data() + r * D;
+    // SIMD reductions (a fixed lane order, the same bits every run): summed strictly left to
+    // right, each was one scalar add per element.
     T m = 0;
+#pragma omp simd reduction(+ : m)
     for (int64_t j = 0; j < D; ++j) m += xr[j];
     m /= T(D);
     T var = 0;
+#pragma omp simd reduction(+ : var)
     for (int64_t j = 0; j < D; ++j) var += (xr[j] - m) * (xr[j] - m);
     T rs = T(1) / std::sqrt(var / T(D) + T(eps));
     mean.data()[r] = m;
@@ -49,6 +53,7 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& weight, const Var<T>& bias, dou
         const T *xr = xv.data() + r * D, *gr = g.data() + r * D;
         const T m = mean.data()[r], rs = rstd.data()[r];
         T sum_dxh = 0, sum_dxh_xh = 0;
+#pragma omp simd reduction(+ : sum_dxh, sum_dxh_xh)
         for (int64_t j = 0; j < D; ++j) {
           T xh = (xr[j] - m) * rs, dxh = gr[j] * wv.data()[j];
           dw[j] += gr[j] * xh;
