@@ -1,6 +1,7 @@
 #pragma once
 // Shared test helpers: random inputs, closeness checks, and the gradcheck assertion.
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <string>
 
 #include "detr/autograd/gradcheck.hpp"
@@ -15,6 +16,12 @@ inline Tensor<double> randn(const Shape& s, uint64_t seed, double scale = 1.0) {
 inline Tensor<double> rand_uniform(const Shape& s, uint64_t seed, double lo, double hi) {
   Rng rng(seed);
   return rng.uniform_tensor<double>(s, lo, hi);
+}
+
+// Same shape and the same bytes (a fused op against the ops it replaces, a reloaded checkpoint).
+template <class T>
+bool same_bits(const Tensor<T>& a, const Tensor<T>& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(T) * size_t(a.numel())) == 0;
 }
 
 // max |a - b| <= atol + rtol * |b| element-wise; the message names the worst element.

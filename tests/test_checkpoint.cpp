@@ -13,6 +13,7 @@
 #include "helpers.hpp"
 
 using namespace detr;
+using detr::test::same_bits;
 
 namespace {
 
@@ -65,10 +66,6 @@ void train_step(Net<>& n, Opt& opt, LRScheduler<float>& sched, int step) {
   clip_grad_norm(n, 1.0);
   opt.step();
   sched.step();
-}
-
-bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.numel())) == 0;
 }
 
 std::string tmp_path(const std::string& name) {

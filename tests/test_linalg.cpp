@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <cstring>
 
 #include "detr/core/rng.hpp"
 #include "detr/ops/dropout.hpp"
@@ -9,6 +8,7 @@
 
 using namespace detr;
 using detr::test::randn;
+using detr::test::same_bits;
 using V = std::vector<Var<double>>;
 
 TEST_CASE("matmul forward against a naive loop", "[linalg]") {
@@ -47,13 +47,10 @@ TEST_CASE("linear_relu equals relu(linear) in value and gradients (float, fused 
   fused.backward(g);
   composed.backward(g);
   // Same products (the clamp only moves into the store), so the same bits.
-  auto same = [](const Tensor<float>& a, const Tensor<float>& c) {
-    return a.shape() == c.shape() && std::memcmp(a.data(), c.data(), sizeof(float) * a.numel()) == 0;
-  };
-  REQUIRE(same(fused.value(), composed.value()));
-  REQUIRE(same(x1.grad(), x2.grad()));
-  REQUIRE(same(w1.grad(), w2.grad()));
-  REQUIRE(same(b1.grad(), b2.grad()));
+  REQUIRE(same_bits(fused.value(), composed.value()));
+  REQUIRE(same_bits(x1.grad(), x2.grad()));
+  REQUIRE(same_bits(w1.grad(), w2.grad()));
+  REQUIRE(same_bits(b1.grad(), b2.grad()));
   const auto y = fused.value();
   REQUIRE(std::count(y.data(), y.data() + y.numel(), 0.f) > y.numel() / 4);  // the clamp is exercised
 }
@@ -69,9 +66,6 @@ TEST_CASE("linear_relu_dropout equals dropout(relu(linear)): same mask, values a
   REQUIRE(r1.next_u64() == r2.next_u64());  // one draw each: the streams stay in step
   fused.backward(g);
   composed.backward(g);
-  auto same_bits = [](const Tensor<float>& a, const Tensor<float>& c) {
-    return a.shape() == c.shape() && std::memcmp(a.data(), c.data(), sizeof(float) * a.numel()) == 0;
-  };
   // Gradients may differ in the sign of a zero (0 * -g in the composed masks), never otherwise.
   auto same_values = [](const Tensor<float>& a, const Tensor<float>& c) {
     return a.shape() == c.shape() && std::equal(a.data(), a.data() + a.numel(), c.data());

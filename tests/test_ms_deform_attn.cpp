@@ -13,6 +13,7 @@
 
 using namespace detr;
 using detr::test::reference;
+using detr::test::same_bits;
 
 namespace {
 
@@ -162,9 +163,6 @@ TEST_CASE("ms_deform_attn_from_offsets equals ms_deform_attn at reference + offs
   auto composed = ms_deform_attn(v2, shapes, starts, reshape(r2, {B, Q, 1, L, 1, 2}) + o2 / constant(normalizer), a2);
   fused.backward(g);
   composed.backward(g);
-  auto same_bits = [](const Tensor<float>& x, const Tensor<float>& y) {
-    return x.shape() == y.shape() && std::memcmp(x.data(), y.data(), sizeof(float) * x.numel()) == 0;
-  };
   REQUIRE(same_bits(fused.value(), composed.value()));
   REQUIRE(same_bits(v1.grad(), v2.grad()));
   REQUIRE(same_bits(o1.grad(), o2.grad()));

@@ -2,6 +2,7 @@
 // Rng: the one seeded source of randomness (init, dropout, data augmentation). A fixed seed
 // gives the same numbers on every platform: we use mt19937_64 and our own distributions
 // (std:: distributions are implementation-defined).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -73,6 +74,27 @@ void apply_keep_bits(const uint16_t* bits, T keep_scale, const T* x, T* y, int64
   }
 #endif
   for (; i < n; ++i) y[i] = (bits[i / 16] >> (i % 16)) & 1 ? x[i] * keep_scale : T(0);
+}
+
+// The hash threshold below which an element is dropped: p * 2^64.
+inline uint64_t dropout_threshold(double p) { return uint64_t(p * 18446744073709551616.0); }
+
+// y = dropout(x) for elements [0, n) of the mask seeded by `seed` (x and y may be the same), in
+// parallel chunks. The keep-bits go to `bits` (ceil(n / 16) words) when the caller keeps them
+// for a backward, else to a small buffer per chunk.
+template <class T>
+void dropout_apply(uint64_t seed, double p, const T* x, T* y, int64_t n, uint16_t* bits = nullptr) {
+  const uint64_t threshold = dropout_threshold(p);
+  const T keep_scale = T(1.0 / (1.0 - p));
+  constexpr int64_t chunk = 1 << 14;  // a multiple of 16: chunks own whole words
+#pragma omp parallel for if (n > (1 << 16)) schedule(static)
+  for (int64_t i = 0; i < n; i += chunk) {
+    uint16_t local[chunk / 16];
+    uint16_t* b = bits ? bits + i / 16 : local;
+    const int64_t len = std::min(chunk, n - i);
+    dropout_keep_bits(seed + uint64_t(i), threshold, len, b);
+    apply_keep_bits(b, keep_scale, x + i, y + i, len);
+  }
 }
 
 }  // namespace internal

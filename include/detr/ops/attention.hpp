@@ -64,7 +64,7 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
   const int64_t H = heads, Dh = D / H;
   const T scale = T(1.0 / std::sqrt(double(Dh)));
   const uint64_t seed = drop ? rng->next_u64() : 0;
-  const uint64_t threshold = uint64_t(dropout_p * 18446744073709551616.0);
+  const uint64_t threshold = internal::dropout_threshold(dropout_p);
   const T keep_scale = T(1.0 / (1.0 - dropout_p));
   // The dropout mask is hashed once, in the forward, and kept as bits (1/32 of the probabilities'
   // memory) for the backward: words_per_block 16-bit words per block of query rows.

@@ -15,20 +15,11 @@ Var<T> dropout(const Var<T>& x, double p, bool training, Rng& rng) {
   if (!training || p == 0.0) return x;
   const T scale = T(1.0 / (1.0 - p));
   const uint64_t seed = rng.next_u64();
-  const uint64_t threshold = uint64_t(p * 18446744073709551616.0);  // p * 2^64
   // The mask is hashed once and kept as bits (1/32 of a float tensor) for the backward.
-  const int64_t n = x.numel(), chunk = 1 << 14;  // a multiple of 16: chunks own whole words
+  const int64_t n = x.numel(), chunk = 1 << 14;
   auto bits = Tensor<uint16_t>::empty({(n + 15) / 16});
   auto y = Tensor<T>::empty(x.shape());
-  const T* px = x.value().data();
-  T* py = y.data();
-  uint16_t* pb = bits.data();
-#pragma omp parallel for if (n > (1 << 16)) schedule(static)
-  for (int64_t i = 0; i < n; i += chunk) {
-    const int64_t len = std::min(chunk, n - i);
-    internal::dropout_keep_bits(seed + uint64_t(i), threshold, len, pb + i / 16);
-    internal::apply_keep_bits(pb + i / 16, scale, px + i, py + i, len);
-  }
+  internal::dropout_apply(seed, p, x.value().data(), y.data(), n, bits.data());
   return record("dropout", y, {x}, [bits, scale, chunk](const Tensor<T>& g, auto& in) {
     auto dx = Tensor<T>::empty(g.shape());
     const int64_t n = g.numel();

@@ -403,9 +403,9 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t
   eigen_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
 }
 
-// C[M,N] = op(A) op(B) + bias, bias [N] added to every row (torch.nn.functional.linear), and
-// with `relu` clamped at 0 (relu(): NaN becomes 0): our kernel starts its accumulators at the
-// bias and clamps them before the store, so C is written once.
+// C[M,N] = op(A) op(B) + bias, bias [N] (or null: none) added to every row
+// (torch.nn.functional.linear), and with `relu` clamped at 0 (relu(): NaN becomes 0): our kernel
+// starts its accumulators at the bias and clamps them before the store, so C is written once.
 template <class T>
 void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
                int64_t ldb, T* C, int64_t ldc, const T* bias, bool relu = false) {
@@ -415,9 +415,11 @@ void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, in
     if (K > 0) return sgemm::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0.f, bias, relu);
   }
 #endif
+  if (bias) {
 #pragma omp parallel for if (M * N > (1 << 16))
-  for (int64_t r = 0; r < M; ++r) std::copy_n(bias, N, C + r * ldc);
-  eigen_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, T(1));
+    for (int64_t r = 0; r < M; ++r) std::copy_n(bias, N, C + r * ldc);
+  }
+  eigen_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, bias ? T(1) : T(0));
   if (!relu) return;
 #pragma omp parallel for if (M * N > (1 << 16))
   for (int64_t r = 0; r < M; ++r)

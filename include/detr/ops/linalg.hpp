@@ -135,33 +135,15 @@ Var<T> linear_impl(const char* op, const Var<T>& x, const Var<T>& weight, const 
   os[os.rank() - 1] = Out;
   const Tensor<T> xv = x.value(), wv = weight.value();
   auto out = Tensor<T>::empty(os);
-  if (bias.defined()) {
+  if (bias.defined())
     DETR_CHECK(bias.rank() == 1 && bias.dim(0) == Out, op << ": bias " << bias.shape() << " vs out_features " << Out);
-    gemm_bias(false, true, R, Out, In, xv.data(), In, wv.data(), In, out.data(), Out, bias.value().data(), relu);
-  } else {
-    gemm(false, true, R, Out, In, xv.data(), wv.data(), out.data());
-    T* po = out.data();
-    const int64_t n = relu ? out.numel() : 0;
-#pragma omp parallel for simd if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) po[i] = po[i] > T(0) ? po[i] : T(0);
-  }
-  const T keep_scale = T(1.0 / (1.0 - drop_p));
-  if (relu && drop_p > 0.0) {  // dropout in place, chunk by chunk as dropout() hashes it
-    const uint64_t threshold = uint64_t(drop_p * 18446744073709551616.0);  // p * 2^64
-    const int64_t n = out.numel(), chunk = 1 << 14;
-    T* po = out.data();
-#pragma omp parallel for if (n > (1 << 16)) schedule(static)
-    for (int64_t i = 0; i < n; i += chunk) {
-      uint16_t bits[chunk / 16];
-      const int64_t len = std::min(chunk, n - i);
-      dropout_keep_bits(seed + uint64_t(i), threshold, len, bits);
-      apply_keep_bits(bits, keep_scale, po + i, po + i, len);
-    }
-  }
+  gemm_bias(false, true, R, Out, In, xv.data(), In, wv.data(), In, out.data(), Out,
+            bias.defined() ? bias.value().data() : nullptr, relu);
+  if (relu && drop_p > 0.0) dropout_apply(seed, drop_p, out.data(), out.data(), out.numel());  // dropout()'s mask
   std::vector<Var<T>> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
   Tensor<T> kept = relu ? out : Tensor<T>();
-  const T pass = drop_p > 0.0 ? keep_scale : T(1);  // gradient factor where kept > 0
+  const T pass = drop_p > 0.0 ? T(1.0 / (1.0 - drop_p)) : T(1);  // gradient factor where kept > 0
   return record(op, out, std::move(inputs), [xv, wv, kept, pass, R, Out, In](const Tensor<T>& g_out, auto& in) {
     Tensor<T> g = g_out;
     if (kept.defined()) {  // through the relu (and dropout): g * (out > 0 ? pass : 0), as relu() multiplies
