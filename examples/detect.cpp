@@ -12,7 +12,6 @@
 //   2. per image: decode, resize + normalise as in evaluation, forward, post-process
 //   3. draw and collect the detections at or above --score
 #include <CLI/CLI.hpp>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -137,7 +136,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", a.threads, "OpenMP threads (0: all cores)")->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
-  if (a.threads > 0) omp_set_num_threads(a.threads);
+  if (a.threads > 0) detr::set_num_threads(a.threads);
 
   try {
     const examples::CheckpointInfo info = examples::read_checkpoint_info(a.checkpoint);

@@ -10,7 +10,6 @@
 //   2. build the model type, load the weights
 //   3. run it over the split (eval transform, loader threads), COCO-evaluate, print
 #include <CLI/CLI.hpp>
-#include <omp.h>
 
 #include <cstdio>
 #include <fstream>
@@ -99,7 +98,7 @@ int main(int argc, char** argv) {
   app.add_option("--workers", a.workers, "Data loader threads")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--min-map", a.min_map, "Exit with status 1 if mAP@[.50:.95] is below this");
   CLI11_PARSE(app, argc, argv);
-  if (a.threads > 0) omp_set_num_threads(a.threads);
+  if (a.threads > 0) detr::set_num_threads(a.threads);
 
   try {
     const examples::CheckpointInfo info = examples::read_checkpoint_info(a.checkpoint);

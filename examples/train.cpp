@@ -17,7 +17,6 @@
 //   5. epochs    train_one_epoch, lr step, COCO evaluation every --eval-every epochs,
 //                checkpoint, metrics.jsonl and chart.png in --out
 #include <CLI/CLI.hpp>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -271,7 +270,7 @@ int main(int argc, char** argv) {
   app.add_option("--val-images", a.val_images, "Evaluate on the first N images of the val split only")
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
-  if (a.threads > 0) omp_set_num_threads(a.threads);
+  if (a.threads > 0) detr::set_num_threads(a.threads);
 
   try {
     return examples::with_model(a.model, [&]<class M>() { return run<M>(a); });

@@ -1,4 +1,5 @@
 #include "detr/ops/elementwise.hpp"
+#include "detr/ops/reduce.hpp"
 #include "helpers.hpp"
 
 using namespace detr;
@@ -100,4 +101,15 @@ TEST_CASE("broadcast_binary and sum_to agree with a naive multi-index loop", "[e
     }
     REQUIRE_ALLCLOSE(internal::sum_to(got, sa), expected_sum_a, 1e-12, 1e-12);
   }
+}
+
+TEST_CASE("relu keeps NaN, as torch.relu does", "[elementwise][nan]") {
+  Var<float> x(Tensor<float>::from({4}, {-1.f, std::numeric_limits<float>::quiet_NaN(), 2.f, 0.f}), true);
+  Var<float> y = relu(x);
+  REQUIRE(y.value().data()[0] == 0.f);
+  REQUIRE(std::isnan(y.value().data()[1]));
+  REQUIRE(y.value().data()[2] == 2.f);
+  sum(y).backward();
+  REQUIRE(x.grad().data()[1] == 0.f);  // torch: grad * (out > 0), false for NaN
+  REQUIRE(x.grad().data()[2] == 1.f);
 }

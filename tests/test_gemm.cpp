@@ -120,7 +120,7 @@ TEST_CASE("gemm_bias with relu clamps the finished sum (edge tiles, several dept
     for (bool tb : {false, true}) {
       Case c{M, N, K, false, tb, 1, 0, 2, 0.f};
       Operands o = make(c, gen);
-      o.A[0] = std::numeric_limits<float>::quiet_NaN();  // row 0 is NaN everywhere: relu() gives 0
+      o.A[0] = std::numeric_limits<float>::quiet_NaN();  // row 0 is NaN everywhere, and stays NaN (torch's relu)
       std::vector<float> bias(static_cast<size_t>(N));
       for (auto& b : bias) b = u(gen);
       int64_t negative = 0;
@@ -134,6 +134,10 @@ TEST_CASE("gemm_bias with relu clamps the finished sum (edge tiles, several dept
       detr::internal::gemm_bias(false, tb, M, N, K, o.A.data(), o.lda, o.B.data(), o.ldb, o.C.data(), o.ldc,
                                 bias.data(), true);
       INFO("M " << M << " N " << N << " K " << K << " tb " << tb);
+      int64_t nan_row = 0;
+      for (int64_t j = 0; j < N; ++j) nan_row += std::isnan(o.C[size_t(j)]);
+      CHECK(nan_row == N);
+      std::fill_n(o.C.begin(), N, 0.f);  // compared above
       CHECK(max_error(o) <= 1e-5 * std::sqrt(double(K) + 1) + 1e-6);
     }
 }
@@ -144,12 +148,11 @@ TEST_CASE("gemm inside a parallel region runs serially and stays correct", "[gem
   for (int i = 0; i < 8; ++i) cs.push_back({150 + 10 * i, 90, 300, i % 2 == 0, i % 4 < 2, 0, 1, 0, i % 3 ? 1.f : 0.f});
   std::vector<Operands> ops;
   for (auto& c : cs) ops.push_back(make(c, gen));
-#pragma omp parallel for schedule(dynamic)
-  for (size_t i = 0; i < cs.size(); ++i) {
-    const Case& c = cs[i];
-    Operands& o = ops[i];
+  detr::parallel_chunks(int64_t(cs.size()), [&](int64_t i) {
+    const Case& c = cs[size_t(i)];
+    Operands& o = ops[size_t(i)];
     detr::internal::gemm(c.ta, c.tb, c.M, c.N, c.K, o.A.data(), o.lda, o.B.data(), o.ldb, o.C.data(), o.ldc, c.beta);
-  }
+  });
   for (auto& o : ops) CHECK(max_error(o) < 1e-4);
 }
 

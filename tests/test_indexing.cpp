@@ -1,4 +1,3 @@
-#include <omp.h>
 
 #include <cmath>
 
@@ -72,12 +71,12 @@ TEST_CASE("index_select and embedding copy rows; repeats add up deterministicall
     y.backward(Tensor<float>::ones(y.shape()));
     return tbl.grad().clone();
   };
-  int prev = omp_get_max_threads();
-  omp_set_num_threads(1);
+  int prev = detr::num_threads();
+  detr::set_num_threads(1);
   auto one = run();
-  omp_set_num_threads(2);
+  detr::set_num_threads(2);
   auto two = run();
-  omp_set_num_threads(prev);
+  detr::set_num_threads(prev);
   REQUIRE(one.to_vector() == two.to_vector());
   std::vector<float> count(n, 0);
   for (int64_t i = 0; i < many.numel(); ++i) count[many.data()[i]] += 1;

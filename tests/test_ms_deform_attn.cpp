@@ -2,7 +2,6 @@
 // outside the maps), parity of the output and all three gradients with the grid_sample reference
 // (tests/reference/make_ms_deform_attn.py), bit-identical backward for any thread count, and
 // the shape errors.
-#include <omp.h>
 
 #include <cstring>
 
@@ -111,11 +110,11 @@ TEST_CASE("ms_deform_attn backward is bit-identical across runs and thread count
   auto a = rng.uniform_tensor<float>({B, Q, H, L, P}, 0, 1);
   auto g = rng.normal_tensor<float>({B, Q, H * D});
   auto grads = [&](int threads) {
-    const int prev = omp_get_max_threads();
-    omp_set_num_threads(threads);
+    const int prev = detr::num_threads();
+    detr::set_num_threads(threads);
     Var<float> vv(v, true), ll(loc, true), aa(a, true);
     ms_deform_attn(vv, shapes, starts, ll, aa).backward(g);
-    omp_set_num_threads(prev);
+    detr::set_num_threads(prev);
     return std::vector<Tensor<float>>{vv.grad(), ll.grad(), aa.grad()};
   };
   auto first = grads(2), second = grads(2), single = grads(1), three = grads(3);
@@ -182,11 +181,11 @@ TEST_CASE("ms_deform_attn_from_offsets: a constant reference gets no gradient; b
   auto a = rng.uniform_tensor<float>({B, Q, H, L, P}, 0, 1);
   auto g = rng.normal_tensor<float>({B, Q, H * D});
   auto grads = [&](int threads, bool reference_grad) {
-    const int prev = omp_get_max_threads();
-    omp_set_num_threads(threads);
+    const int prev = detr::num_threads();
+    detr::set_num_threads(threads);
     Var<float> vv(v, true), rr(ref, reference_grad), oo(off, true), aa(a, true);
     ms_deform_attn_from_offsets(vv, shapes, starts, rr, oo, aa).backward(g);
-    omp_set_num_threads(prev);
+    detr::set_num_threads(prev);
     return std::vector<Tensor<float>>{vv.grad(), rr.grad(), oo.grad(), aa.grad()};
   };
   const auto constant_ref = grads(2, false);

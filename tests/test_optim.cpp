@@ -1,6 +1,5 @@
 #include <cmath>
 #include <cstring>
-#include <omp.h>
 
 #include "detr/ops/elementwise.hpp"
 #include "detr/optim/adamw.hpp"
@@ -348,8 +347,8 @@ TEST_CASE("optimizer steps and clipping give the same bits on 1 and 2 threads", 
   Rng rng(11);
   auto init = rng.normal_tensor<float>({n}), grad = rng.normal_tensor<float>({n}, 0.0, 3.0);
   auto run = [&](int threads, auto make_opt) {
-    int before = omp_get_max_threads();
-    omp_set_num_threads(threads);
+    int before = detr::num_threads();
+    detr::set_num_threads(threads);
     Var<float> p(init.clone(), true);
     std::vector<NamedParameter<float>> params{{"p", &p}};
     auto opt = make_opt(params);
@@ -359,7 +358,7 @@ TEST_CASE("optimizer steps and clipping give the same bits on 1 and 2 threads", 
       norm = clip_grad_norm(params, 1.0);
       opt->step();
     }
-    omp_set_num_threads(before);
+    detr::set_num_threads(before);
     return std::pair{p.value(), norm};
   };
   auto adamw = [](auto& ps) { return std::make_unique<AdamW<float>>(ps, AdamWOptions{.lr = 1e-2}); };

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/core/tensor.hpp"
 
 namespace detr {
@@ -88,8 +89,7 @@ struct Node {
     T* acc = grad.data();
     const T* add = g.data();
     const int64_t n = grad.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) acc[i] += add[i];
+    parallel_for_simd(n > (1 << 16), n, [=](int64_t i) { acc[i] += add[i]; });
   }
 };
 

@@ -1,11 +1,11 @@
 #pragma once
 // NumPy / PyTorch broadcasting: shape rules, a row-wise broadcast loop, and the reduction of a
 // gradient back to an input's shape (the backward of broadcasting).
-#include <omp.h>
 
 #include <algorithm>
 #include <array>
 
+#include "detr/core/parallel.hpp"
 #include "detr/core/tensor.hpp"
 
 namespace detr::internal {
@@ -97,8 +97,7 @@ Tensor<T> broadcast_binary(const Tensor<T>& a, const Tensor<T>& b, const char* o
     const T *pa = a.data(), *pb = b.data();
     T* po = out.data();
     int64_t n = out.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
+    parallel_for_simd(n > (1 << 16), n, [=](int64_t i) { po[i] = f(pa[i], pb[i]); });
     return out;
   }
   Shape s = broadcast_shapes(a.shape(), b.shape(), op);
@@ -109,16 +108,14 @@ Tensor<T> broadcast_binary(const Tensor<T>& a, const Tensor<T>& b, const char* o
   const int64_t ia = loop.rank ? loop.strides[0][loop.rank - 1] : 0, ib = loop.rank ? loop.strides[1][loop.rank - 1] : 0;
   const T *pa = a.data(), *pb = b.data();
   T* po = out.data();
-#pragma omp parallel if (out.numel() > (1 << 16))
-  {
-    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-    loop.for_rows(rows * t / nt, rows * (t + 1) / nt, [&](int64_t row, const std::array<int64_t, 2>& off) {
+  parallel_for_if(out.numel() > (1 << 16), rows, [&](int64_t r0, int64_t r1) {
+    loop.for_rows(r0, r1, [&](int64_t row, const std::array<int64_t, 2>& off) {
       const T* ra = pa + off[0];
       const T* rb = pb + off[1];
       T* ro = po + row * inner;
       for (int64_t k = 0; k < inner; ++k) ro[k] = f(ra[k * ia], rb[k * ib]);
     });
-  }
+  });
   return out;
 }
 

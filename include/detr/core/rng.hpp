@@ -3,15 +3,19 @@
 // gives the same numbers on every platform: we use mt19937_64 and our own distributions
 // (std:: distributions are implementation-defined).
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <sstream>
+#include <vector>
 #include <type_traits>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
+#include "detr/core/parallel.hpp"
 #include "detr/core/tensor.hpp"
 
 namespace detr {
@@ -87,14 +91,15 @@ void dropout_apply(uint64_t seed, double p, const T* x, T* y, int64_t n, uint16_
   const uint64_t threshold = dropout_threshold(p);
   const T keep_scale = T(1.0 / (1.0 - p));
   constexpr int64_t chunk = 1 << 14;  // a multiple of 16: chunks own whole words
-#pragma omp parallel for if (n > (1 << 16)) schedule(static)
-  for (int64_t i = 0; i < n; i += chunk) {
-    uint16_t local[chunk / 16];
-    uint16_t* b = bits ? bits + i / 16 : local;
-    const int64_t len = std::min(chunk, n - i);
-    dropout_keep_bits(seed + uint64_t(i), threshold, len, b);
-    apply_keep_bits(b, keep_scale, x + i, y + i, len);
-  }
+  parallel_for((n + chunk - 1) / chunk, 4, [&](int64_t c0, int64_t c1) {
+    for (int64_t i = c0 * chunk; i < std::min(n, c1 * chunk); i += chunk) {
+      uint16_t local[chunk / 16];
+      uint16_t* b = bits ? bits + i / 16 : local;
+      const int64_t len = std::min(chunk, n - i);
+      dropout_keep_bits(seed + uint64_t(i), threshold, len, b);
+      apply_keep_bits(b, keep_scale, x + i, y + i, len);
+    }
+  });
 }
 
 }  // namespace internal
@@ -124,6 +129,32 @@ class Rng {
     return r * std::cos(2.0 * M_PI * u2);
   }
   bool bernoulli(double p) { return uniform() < p; }
+
+  // The whole generator state as numbers (mt19937_64's words and position, then the cached
+  // normal), for checkpoints: set_state(state()) continues the stream exactly.
+  std::vector<uint64_t> state() const {
+    std::ostringstream os;
+    os << gen_;
+    std::istringstream is(os.str());
+    std::vector<uint64_t> words;
+    for (uint64_t w; is >> w;) words.push_back(w);
+    words.push_back(has_spare_ ? 1 : 0);
+    words.push_back(std::bit_cast<uint64_t>(spare_));
+    return words;
+  }
+  // False (and the generator unchanged) when `words` is not a state() of this generator type.
+  bool set_state(const std::vector<uint64_t>& words) {
+    if (words.size() < 3) return false;
+    std::ostringstream os;
+    for (size_t i = 0; i + 2 < words.size(); ++i) os << (i ? " " : "") << words[i];
+    std::istringstream is(os.str());
+    std::mt19937_64 gen;
+    if (!(is >> gen)) return false;
+    gen_ = gen;
+    has_spare_ = words[words.size() - 2] != 0;
+    spare_ = std::bit_cast<double>(words.back());
+    return true;
+  }
 
   template <class T>
   Tensor<T> uniform_tensor(const Shape& s, double lo, double hi) {

@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/core/error.hpp"
 #include "detr/data/coco.hpp"
 #include "detr/eval/detections.hpp"
@@ -176,14 +177,15 @@ class CocoEvaluator {
 
     // evalImgs, ordered [K, A, I] as pycocotools lays them out.
     std::vector<internal::CocoImageEval> evals(size_t(K * kA * I));
-#pragma omp parallel for schedule(dynamic, 256)  // most (category, image) pairs are empty
-    for (int64_t ki = 0; ki < K * I; ++ki) {
-      const int64_t k = ki / I, i = ki % I;
-      std::vector<const CocoAnnotation*> g;
-      for (const auto& a : gt.annotations(order[i]))
-        if (a.category_id == gt.categories()[k].id) g.push_back(&a);
-      evaluate_image(g, dets, dt_bucket[ki], &evals[size_t(k * kA * I + i)], I);
-    }
+    parallel_for(K * I, 1, [&](int64_t ki0, int64_t ki1) {
+      for (int64_t ki = ki0; ki < ki1; ++ki) {
+        const int64_t k = ki / I, i = ki % I;
+        std::vector<const CocoAnnotation*> g;
+        for (const auto& a : gt.annotations(order[i]))
+          if (a.category_id == gt.categories()[k].id) g.push_back(&a);
+        evaluate_image(g, dets, dt_bucket[ki], &evals[size_t(k * kA * I + i)], I);
+      }
+    });
 
     CocoEvalResult res;
     accumulate(evals, K, I, res);
@@ -300,76 +302,77 @@ class CocoEvaluator {
     // Detections and their order are the same for every area range and maxDets (only the
     // ignore flags differ), and a stable sort of a subset is the subset of the stable sort:
     // so each category sorts once and maxDets 1 / 10 filter that order.
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t k = 0; k < K; ++k) {
-      struct Item {
-        double score;
-        int64_t image;  // rank in ascending image id
-        int d;          // rank within its image
-      };
-      std::vector<Item> items;
-      for (int64_t i = 0; i < I; ++i) {
-        const auto& e = evals[size_t(k * kA * I + i)];
-        for (int d = 0; d < int(e.scores.size()); ++d) items.push_back({e.scores[d], i, d});
-      }
-      std::stable_sort(items.begin(), items.end(),
-                       [](const Item& x, const Item& y) { return -x.score < -y.score; });
-      // Positions (in sorted order) of the detections kept under each maxDets.
-      std::array<std::vector<uint32_t>, kM> kept;
-      for (int m = 0; m < kM; ++m)
-        for (size_t j = 0; j < items.size(); ++j)
-          if (items[j].d < kMaxDets[m]) kept[m].push_back(uint32_t(j));
-      const size_t n_all = items.size();
-      std::vector<uint8_t> code(kT * n_all);  // [T, n_all]: 0 ignored, 1 tp, 2 fp
-      std::vector<double> rc, pr;
-      for (int a = 0; a < kA; ++a) {
-        const internal::CocoImageEval* ev = &evals[size_t((k * kA + a) * I)];  // [I]
-        int64_t npig = 0;
-        bool any = false;
+    parallel_for(K, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        struct Item {
+          double score;
+          int64_t image;  // rank in ascending image id
+          int d;          // rank within its image
+        };
+        std::vector<Item> items;
         for (int64_t i = 0; i < I; ++i) {
-          any |= ev[i].present;
-          npig += ev[i].num_gt_not_ignored;
+          const auto& e = evals[size_t(k * kA * I + i)];
+          for (int d = 0; d < int(e.scores.size()); ++d) items.push_back({e.scores[d], i, d});
         }
-        if (!any || npig == 0) continue;
-        for (size_t j = 0; j < n_all; ++j) {
-          const auto& e = ev[items[j].image];
-          const size_t D = e.scores.size();
-          for (int t = 0; t < kT; ++t) {
-            const size_t at = size_t(t) * D + size_t(items[j].d);
-            code[t * n_all + j] = e.ignored[at] ? 0 : (e.matched[at] ? 1 : 2);
+        std::stable_sort(items.begin(), items.end(),
+                         [](const Item& x, const Item& y) { return -x.score < -y.score; });
+        // Positions (in sorted order) of the detections kept under each maxDets.
+        std::array<std::vector<uint32_t>, kM> kept;
+        for (int m = 0; m < kM; ++m)
+          for (size_t j = 0; j < items.size(); ++j)
+            if (items[j].d < kMaxDets[m]) kept[m].push_back(uint32_t(j));
+        const size_t n_all = items.size();
+        std::vector<uint8_t> code(kT * n_all);  // [T, n_all]: 0 ignored, 1 tp, 2 fp
+        std::vector<double> rc, pr;
+        for (int a = 0; a < kA; ++a) {
+          const internal::CocoImageEval* ev = &evals[size_t((k * kA + a) * I)];  // [I]
+          int64_t npig = 0;
+          bool any = false;
+          for (int64_t i = 0; i < I; ++i) {
+            any |= ev[i].present;
+            npig += ev[i].num_gt_not_ignored;
           }
-        }
-        for (int m = 0; m < kM; ++m) {
-          const auto& keep = kept[m];
-          const size_t nd = keep.size();
-          rc.resize(nd);
-          pr.resize(nd);
-          for (int t = 0; t < kT; ++t) {
-            const uint8_t* c = code.data() + t * n_all;  // [nd], may be empty
-            double tp_sum = 0, fp_sum = 0;
-            for (size_t j = 0; j < nd; ++j) {
-              const uint8_t v = c[keep[j]];
-              tp_sum += v == 1;
-              fp_sum += v == 2;
-              rc[j] = tp_sum / double(npig);
-              pr[j] = tp_sum / (fp_sum + tp_sum + eps);
+          if (!any || npig == 0) continue;
+          for (size_t j = 0; j < n_all; ++j) {
+            const auto& e = ev[items[j].image];
+            const size_t D = e.scores.size();
+            for (int t = 0; t < kT; ++t) {
+              const size_t at = size_t(t) * D + size_t(items[j].d);
+              code[t * n_all + j] = e.ignored[at] ? 0 : (e.matched[at] ? 1 : 2);
             }
-            Rc(t, k, a, m) = nd ? rc[nd - 1] : 0.0;
-            for (size_t j = nd; j-- > 1;)
-              if (pr[j] > pr[j - 1]) pr[j - 1] = pr[j];
-            size_t j = 0;
-            for (int r = 0; r < kR; ++r) {
-              while (j < nd && rc[j] < rec_thrs_[r]) ++j;  // searchsorted 'left'
-              if (j >= nd) {
-                for (int r2 = r; r2 < kR; ++r2) P(t, r2, k, a, m) = 0.0;
-                break;
+          }
+          for (int m = 0; m < kM; ++m) {
+            const auto& keep = kept[m];
+            const size_t nd = keep.size();
+            rc.resize(nd);
+            pr.resize(nd);
+            for (int t = 0; t < kT; ++t) {
+              const uint8_t* c = code.data() + t * n_all;  // [nd], may be empty
+              double tp_sum = 0, fp_sum = 0;
+              for (size_t j = 0; j < nd; ++j) {
+                const uint8_t v = c[keep[j]];
+                tp_sum += v == 1;
+                fp_sum += v == 2;
+                rc[j] = tp_sum / double(npig);
+                pr[j] = tp_sum / (fp_sum + tp_sum + eps);
               }
-              P(t, r, k, a, m) = pr[j];
+              Rc(t, k, a, m) = nd ? rc[nd - 1] : 0.0;
+              for (size_t j = nd; j-- > 1;)
+                if (pr[j] > pr[j - 1]) pr[j - 1] = pr[j];
+              size_t j = 0;
+              for (int r = 0; r < kR; ++r) {
+                while (j < nd && rc[j] < rec_thrs_[r]) ++j;  // searchsorted 'left'
+                if (j >= nd) {
+                  for (int r2 = r; r2 < kR; ++r2) P(t, r2, k, a, m) = 0.0;
+                  break;
+                }
+                P(t, r, k, a, m) = pr[j];
+              }
             }
           }
         }
       }
-    }
+    });
   }
 
   void summarize(CocoEvalResult& res) const {

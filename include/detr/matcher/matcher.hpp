@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/core/tensor.hpp"
 #include "detr/matcher/hungarian.hpp"
 #include "detr/ops/box.hpp"
@@ -93,14 +94,15 @@ class HungarianMatcher {
     int64_t largest = 0;
     for (const auto& t : targets) largest = std::max(largest, logits.dim(1) * (C + t.size()));
     const bool parallel = B > 1 && largest >= (int64_t(1) << 16);
-#pragma omp parallel for schedule(dynamic) if (parallel)
-    for (int64_t b = 0; b < B; ++b) {
-      try {
-        out[b] = match_image(logits[b], boxes[b], targets[b], b);
-      } catch (...) {
-        errors[b] = std::current_exception();
+    parallel_for_if(parallel, B, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        try {
+          out[b] = match_image(logits[b], boxes[b], targets[b], b);
+        } catch (...) {
+          errors[b] = std::current_exception();
+        }
       }
-    }
+    });
     for (auto& e : errors)
       if (e) std::rethrow_exception(e);
     return out;

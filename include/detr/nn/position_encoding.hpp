@@ -8,6 +8,7 @@
 #include <numbers>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/nn/embedding.hpp"
 #include "detr/nn/module.hpp"
 #include "detr/ops/shape.hpp"
@@ -82,19 +83,20 @@ struct PositionEmbeddingSine {
     }
     auto out = Tensor<T>::empty({B, 2 * N, H, W});  // [B, 2N, H, W]
     T* o = out.data();
-#pragma omp parallel for if (B * 2 * N * HW > 32768)
-    for (int64_t bc = 0; bc < B * 2 * N; ++bc) {
-      const int64_t b = bc / (2 * N);
-      const int c = int(bc % (2 * N));
-      const int k = c % N;
-      const T* e = (c < N ? ye : xe) + b * HW;
-      T* dst = o + bc * HW;
-      const T d = dim_t[k];
-      if (k % 2 == 0)
-        for (int64_t i = 0; i < HW; ++i) dst[i] = std::sin(e[i] / d);
-      else
-        for (int64_t i = 0; i < HW; ++i) dst[i] = std::cos(e[i] / d);
-    }
+    parallel_for_if(B * 2 * N * HW > 32768, B * 2 * N, [&](int64_t bc0, int64_t bc1) {
+      for (int64_t bc = bc0; bc < bc1; ++bc) {
+        const int64_t b = bc / (2 * N);
+        const int c = int(bc % (2 * N));
+        const int k = c % N;
+        const T* e = (c < N ? ye : xe) + b * HW;
+        T* dst = o + bc * HW;
+        const T d = dim_t[k];
+        if (k % 2 == 0)
+          for (int64_t i = 0; i < HW; ++i) dst[i] = std::sin(e[i] / d);
+        else
+          for (int64_t i = 0; i < HW; ++i) dst[i] = std::cos(e[i] / d);
+      }
+    });
     return Var<T>(out);
   }
 };

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 #include "detr/core/rng.hpp"
 #include "detr/ops/gemm.hpp"
@@ -87,15 +88,13 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
   const bool parallel = B * H > 1 && B * Lq * Lk * D > (int64_t(1) << 18);
   // Each head runs in blocks of kAttentionBlock query rows, so that a block's scores, probabilities and
   // their gradients stay in L2 between the products; K^T and V are packed once per head.
-#pragma omp parallel if (parallel)
-  {
-    internal::PackedB<T> kt_packed, v_packed;
+  parallel_for_if(parallel, B * H, [&](int64_t bh0, int64_t bh1) {
+    thread_local internal::PackedB<T> kt_packed, v_packed;  // grow-only buffers, kept per thread
     struct Forward;
     T* dropped = drop ? internal::thread_scratch<Forward, 0, T>(size_t(std::min(internal::kAttentionBlock, Lq) * Lk))
                       : nullptr;  // this thread's P * dropout mask, one block
     T* key_bias = key_padding_mask.defined() ? internal::thread_scratch<Forward, 1, T>(size_t(Lk)) : nullptr;
-#pragma omp for schedule(dynamic)
-    for (int64_t bh = 0; bh < B * H; ++bh) {
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
       const int64_t b = bh / H, h = bh % H, qo = b * Lq * D + h * Dh, ko = b * Lk * D + h * Dh;
       kt_packed.pack(true, kv.data() + ko, D, Dh, Lk);
       v_packed.pack(false, vv.data() + ko, D, Lk, Dh);
@@ -139,19 +138,17 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
         v_packed.multiply(false, rows, PV, Lk, out.data() + qo + i0 * D, D);  // O = P V
       }
     }
-  }
+  });
   return record("multi_head_attention", out, {q, k, v},
                 [qv, kv, vv, probs, B, H, Lq, Lk, D, Dh, scale, drop, keep_bits, block_bits, keep_scale, parallel](const Tensor<T>& g, auto& in) {
     auto dq = Tensor<T>::empty(qv.shape()), dk = Tensor<T>::empty(kv.shape()), dv = Tensor<T>::empty(vv.shape());
-#pragma omp parallel if (parallel)
-    {
-      internal::PackedB<T> vt_packed, k_packed;
+    parallel_for_if(parallel, B * H, [&](int64_t bh0, int64_t bh1) {
+      thread_local internal::PackedB<T> vt_packed, k_packed;
       struct Backward;
       const size_t block = size_t(std::min(internal::kAttentionBlock, Lq) * Lk);
       T* dP = internal::thread_scratch<Backward, 0, T>(block);
       T* Pd = drop ? internal::thread_scratch<Backward, 1, T>(block) : nullptr;
-#pragma omp for schedule(dynamic)
-      for (int64_t bh = 0; bh < B * H; ++bh) {
+      for (int64_t bh = bh0; bh < bh1; ++bh) {
         const int64_t b = bh / H, h = bh % H, qo = b * Lq * D + h * Dh, ko = b * Lk * D + h * Dh;
         vt_packed.pack(true, vv.data() + ko, D, Dh, Lk);
         k_packed.pack(false, kv.data() + ko, D, Lk, Dh);
@@ -178,7 +175,7 @@ Var<T> multi_head_attention(const Var<T>& q, const Var<T>& k, const Var<T>& v, i
           internal::gemm(true, false, Lk, Dh, rows, dP, Lk, qv.data() + qo + i0 * D, D, dk.data() + ko, D, beta);  // dK += dS^T Q
         }
       }
-    }
+    });
     in.add(0, std::move(dq));
     in.add(1, std::move(dk));
     in.add(2, std::move(dv));

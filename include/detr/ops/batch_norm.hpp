@@ -10,6 +10,7 @@
 #include <cmath>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 
 namespace detr {
@@ -49,44 +50,45 @@ Var<T> batch_norm(const Var<T>& x, Tensor<T>& running_mean, Tensor<T>& running_v
   auto out = Tensor<T>::empty(xv.shape());
   T* po = out.data();
   const bool par = xv.numel() > (1 << 16);
-#pragma omp parallel for if (par) schedule(static)
-  for (int64_t c = 0; c < C; ++c) {
-    double m, var;
-    if (training) {
-      double s = 0;
-      for (int64_t b = 0; b < B; ++b) {
-        const T* r = px + (b * C + c) * S;
+  parallel_for_if(par, C, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double m, var;
+      if (training) {
+        double s = 0;
+        for (int64_t b = 0; b < B; ++b) {
+          const T* r = px + (b * C + c) * S;
 #pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < S; ++i) s += r[i];
+          for (int64_t i = 0; i < S; ++i) s += r[i];
+        }
+        m = s / double(N);
+        double q = 0;
+        for (int64_t b = 0; b < B; ++b) {
+          const T* r = px + (b * C + c) * S;
+#pragma omp simd reduction(+ : q)
+          for (int64_t i = 0; i < S; ++i) q += (r[i] - m) * (r[i] - m);
+        }
+        var = q / double(N);
+        if (running_mean.defined()) {
+          T* rm = running_mean.data() + c;
+          T* rv = running_var.data() + c;
+          *rm = T((1 - double(momentum)) * *rm + double(momentum) * m);
+          *rv = T((1 - double(momentum)) * *rv + double(momentum) * q / double(N - 1));
+        }
+      } else {
+        m = running_mean.data()[c];
+        var = running_var.data()[c];
       }
-      m = s / double(N);
-      double q = 0;
+      const T is = T(1 / std::sqrt(var + double(eps)));
+      mean.data()[c] = T(m);
+      invstd.data()[c] = is;
+      const T scale = (pw ? pw[c] : T(1)) * is, shift = (pb ? pb[c] : T(0)) - T(m) * scale;
       for (int64_t b = 0; b < B; ++b) {
         const T* r = px + (b * C + c) * S;
-#pragma omp simd reduction(+ : q)
-        for (int64_t i = 0; i < S; ++i) q += (r[i] - m) * (r[i] - m);
+        T* o = po + (b * C + c) * S;
+        for (int64_t i = 0; i < S; ++i) o[i] = r[i] * scale + shift;
       }
-      var = q / double(N);
-      if (running_mean.defined()) {
-        T* rm = running_mean.data() + c;
-        T* rv = running_var.data() + c;
-        *rm = T((1 - double(momentum)) * *rm + double(momentum) * m);
-        *rv = T((1 - double(momentum)) * *rv + double(momentum) * q / double(N - 1));
-      }
-    } else {
-      m = running_mean.data()[c];
-      var = running_var.data()[c];
     }
-    const T is = T(1 / std::sqrt(var + double(eps)));
-    mean.data()[c] = T(m);
-    invstd.data()[c] = is;
-    const T scale = (pw ? pw[c] : T(1)) * is, shift = (pb ? pb[c] : T(0)) - T(m) * scale;
-    for (int64_t b = 0; b < B; ++b) {
-      const T* r = px + (b * C + c) * S;
-      T* o = po + (b * C + c) * S;
-      for (int64_t i = 0; i < S; ++i) o[i] = r[i] * scale + shift;
-    }
-  }
+  });
 
   std::vector<Var<T>> inputs{x};
   const size_t iw = weight.defined() ? inputs.size() : size_t(-1);
@@ -101,34 +103,35 @@ Var<T> batch_norm(const Var<T>& x, Tensor<T>& running_mean, Tensor<T>& running_v
     Tensor<T> gw = want_w ? Tensor<T>::empty(Shape{C}) : Tensor<T>();
     Tensor<T> gb = want_b ? Tensor<T>::empty(Shape{C}) : Tensor<T>();
     const T *px = xv.data(), *pg = g.data(), *pw = wv.defined() ? wv.data() : nullptr;
-#pragma omp parallel for if (par) schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-      const T m = mean.data()[c], is = invstd.data()[c];
-      // sum(g) and sum(g * (x - mean)): the bias and weight gradients, and the projections the
-      // training-mode input gradient removes.
-      double sg = 0, sgx = 0;
-      if (want_w || want_b || training)
+    parallel_for_if(par, C, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const T m = mean.data()[c], is = invstd.data()[c];
+        // sum(g) and sum(g * (x - mean)): the bias and weight gradients, and the projections the
+        // training-mode input gradient removes.
+        double sg = 0, sgx = 0;
+        if (want_w || want_b || training)
+          for (int64_t b = 0; b < B; ++b) {
+            const T *r = px + (b * C + c) * S, *gr = pg + (b * C + c) * S;
+#pragma omp simd reduction(+ : sg, sgx)
+            for (int64_t i = 0; i < S; ++i) {
+              sg += gr[i];
+              sgx += gr[i] * (r[i] - m);
+            }
+          }
+        if (want_w) gw.data()[c] = T(sgx * is);
+        if (want_b) gb.data()[c] = T(sg);
+        if (!want_x) continue;
+        const T scale = (pw ? pw[c] : T(1)) * is;
+        // training: dx = (g - mean(g) - (x - mean) invstd^2 mean(g (x - mean))) invstd w
+        const T gmean = training ? T(sg / double(N)) : T(0);
+        const T proj = training ? T(sgx / double(N)) * is * is : T(0);
         for (int64_t b = 0; b < B; ++b) {
           const T *r = px + (b * C + c) * S, *gr = pg + (b * C + c) * S;
-#pragma omp simd reduction(+ : sg, sgx)
-          for (int64_t i = 0; i < S; ++i) {
-            sg += gr[i];
-            sgx += gr[i] * (r[i] - m);
-          }
+          T* d = gx.data() + (b * C + c) * S;
+          for (int64_t i = 0; i < S; ++i) d[i] = (gr[i] - gmean - (r[i] - m) * proj) * scale;
         }
-      if (want_w) gw.data()[c] = T(sgx * is);
-      if (want_b) gb.data()[c] = T(sg);
-      if (!want_x) continue;
-      const T scale = (pw ? pw[c] : T(1)) * is;
-      // training: dx = (g - mean(g) - (x - mean) invstd^2 mean(g (x - mean))) invstd w
-      const T gmean = training ? T(sg / double(N)) : T(0);
-      const T proj = training ? T(sgx / double(N)) * is * is : T(0);
-      for (int64_t b = 0; b < B; ++b) {
-        const T *r = px + (b * C + c) * S, *gr = pg + (b * C + c) * S;
-        T* d = gx.data() + (b * C + c) * S;
-        for (int64_t i = 0; i < S; ++i) d[i] = (gr[i] - gmean - (r[i] - m) * proj) * scale;
       }
-    }
+    });
     if (want_x) in.add(0, std::move(gx));
     if (want_w) in.add(iw, std::move(gw));
     if (want_b) in.add(ib, std::move(gb));

@@ -10,13 +10,11 @@
 // Threads: with several images, one image per thread (its own band buffer, single-threaded
 // GEMM); with one image, im2col runs over rows in parallel and Eigen threads the GEMM.
 // 1x1 stride-1 unpadded convolutions read the image itself as the column matrix.
-// Every sum has a fixed order (the weight gradient accumulates images and bands in order), so
-// runs repeat bit for bit at a given thread count; across thread counts the last bits may move,
-// since Eigen picks its GEMM blocking by thread count.
-#include <omp.h>
-
+// Every sum has a fixed order (the weight gradient accumulates images and bands in order), the
+// same for any thread count.
 #include <algorithm>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 #include "detr/ops/gemm.hpp"
 #include "detr/ops/window.hpp"
@@ -44,26 +42,27 @@ struct ConvGeometry {
 template <class T>
 void im2col(const T* x, const ConvGeometry& g, int64_t oh0, int64_t oh1, T* col, bool parallel) {
   const int64_t n = (oh1 - oh0) * g.OW, rows = g.rows();
-#pragma omp parallel for if (parallel && rows * n > (1 << 15)) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t c = r / (g.KH * g.KW), kh = (r / g.KW) % g.KH, kw = r % g.KW;
-    const int64_t offh = kh * g.dh - g.ph, offw = kw * g.dw - g.pw;
-    const ValidRange vh = valid_range(offh, g.sh, g.H, g.OH), vw = valid_range(offw, g.sw, g.W, g.OW);
-    const int64_t lo = std::clamp(vh.lo, oh0, oh1), hi = std::clamp(vh.hi, oh0, oh1);
-    T* dst = col + r * n;
-    std::fill(dst, dst + (lo - oh0) * g.OW, T(0));
-    for (int64_t oh = lo; oh < hi; ++oh) {
-      const T* src = x + (c * g.H + oh * g.sh + offh) * g.W;  // input row; column ow * sw + offw
-      T* d = dst + (oh - oh0) * g.OW;
-      std::fill(d, d + vw.lo, T(0));
-      if (g.sw == 1)
-        for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow + offw];
-      else
-        for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow * g.sw + offw];
-      std::fill(d + vw.hi, d + g.OW, T(0));
+  parallel_for_if(parallel && rows * n > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / (g.KH * g.KW), kh = (r / g.KW) % g.KH, kw = r % g.KW;
+      const int64_t offh = kh * g.dh - g.ph, offw = kw * g.dw - g.pw;
+      const ValidRange vh = valid_range(offh, g.sh, g.H, g.OH), vw = valid_range(offw, g.sw, g.W, g.OW);
+      const int64_t lo = std::clamp(vh.lo, oh0, oh1), hi = std::clamp(vh.hi, oh0, oh1);
+      T* dst = col + r * n;
+      std::fill(dst, dst + (lo - oh0) * g.OW, T(0));
+      for (int64_t oh = lo; oh < hi; ++oh) {
+        const T* src = x + (c * g.H + oh * g.sh + offh) * g.W;  // input row; column ow * sw + offw
+        T* d = dst + (oh - oh0) * g.OW;
+        std::fill(d, d + vw.lo, T(0));
+        if (g.sw == 1)
+          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow + offw];
+        else
+          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow] = src[ow * g.sw + offw];
+        std::fill(d + vw.hi, d + g.OW, T(0));
+      }
+      std::fill(dst + (hi - oh0) * g.OW, dst + n, T(0));
     }
-    std::fill(dst + (hi - oh0) * g.OW, dst + n, T(0));
-  }
+  });
 }
 
 // dx [C, H, W] += the contributions of the columns of output rows [oh0, oh1) (the adjoint of
@@ -71,24 +70,25 @@ void im2col(const T* x, const ConvGeometry& g, int64_t oh0, int64_t oh1, T* col,
 template <class T>
 void col2im(const T* col, const ConvGeometry& g, int64_t oh0, int64_t oh1, T* dx, bool parallel) {
   const int64_t n = (oh1 - oh0) * g.OW, K2 = g.KH * g.KW;
-#pragma omp parallel for if (parallel && g.rows() * n > (1 << 15)) schedule(static)
-  for (int64_t c = 0; c < g.C; ++c) {
-    for (int64_t k = 0; k < K2; ++k) {
-      const int64_t kh = k / g.KW, kw = k % g.KW;
-      const int64_t offh = kh * g.dh - g.ph, offw = kw * g.dw - g.pw;
-      const ValidRange vh = valid_range(offh, g.sh, g.H, g.OH), vw = valid_range(offw, g.sw, g.W, g.OW);
-      const int64_t lo = std::clamp(vh.lo, oh0, oh1), hi = std::clamp(vh.hi, oh0, oh1);
-      const T* src = col + (c * K2 + k) * n;
-      for (int64_t oh = lo; oh < hi; ++oh) {
-        T* d = dx + (c * g.H + oh * g.sh + offh) * g.W;
-        const T* s = src + (oh - oh0) * g.OW;
-        if (g.sw == 1)
-          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow + offw] += s[ow];
-        else
-          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow * g.sw + offw] += s[ow];
+  parallel_for_if(parallel && g.rows() * n > (1 << 15), g.C, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t k = 0; k < K2; ++k) {
+        const int64_t kh = k / g.KW, kw = k % g.KW;
+        const int64_t offh = kh * g.dh - g.ph, offw = kw * g.dw - g.pw;
+        const ValidRange vh = valid_range(offh, g.sh, g.H, g.OH), vw = valid_range(offw, g.sw, g.W, g.OW);
+        const int64_t lo = std::clamp(vh.lo, oh0, oh1), hi = std::clamp(vh.hi, oh0, oh1);
+        const T* src = col + (c * K2 + k) * n;
+        for (int64_t oh = lo; oh < hi; ++oh) {
+          T* d = dx + (c * g.H + oh * g.sh + offh) * g.W;
+          const T* s = src + (oh - oh0) * g.OW;
+          if (g.sw == 1)
+            for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow + offw] += s[ow];
+          else
+            for (int64_t ow = vw.lo; ow < vw.hi; ++ow) d[ow * g.sw + offw] += s[ow];
+        }
       }
     }
-  }
+  });
 }
 
 // Runs f(b, buffer, inner_parallel) for every image b: one image per thread when `outer`, each
@@ -97,12 +97,10 @@ void col2im(const T* col, const ConvGeometry& g, int64_t oh0, int64_t oh1, T* dx
 template <class T, class F>
 void for_each_image(int64_t B, bool outer, int64_t scratch, F f) {
   if (outer) {
-#pragma omp parallel
-    {
+    parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
       auto buf = Tensor<T>::empty(Shape{scratch});
-#pragma omp for schedule(static)
-      for (int64_t b = 0; b < B; ++b) f(b, buf.data(), false);
-    }
+      for (int64_t b = b0; b < b1; ++b) f(b, buf.data(), false);
+    });
   } else {
     auto buf = Tensor<T>::empty(Shape{scratch});
     for (int64_t b = 0; b < B; ++b) f(b, buf.data(), true);
@@ -146,7 +144,7 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
   const bool pointwise = geo.pointwise();
   const int64_t band = geo.band_rows(), scratch = pointwise ? 0 : geo.rows() * band * OW;
   // One image per thread pays off once there are several images with real work each.
-  const bool outer = B > 1 && omp_get_max_threads() > 1 && Cout * P * Kg * groups > (1 << 14);
+  const bool outer = B > 1 && num_threads() > 1 && Cout * P * Kg * groups > (1 << 14);
 
   const Tensor<T> xv = x.value(), wv = weight.value();
   auto out = Tensor<T>::empty(Shape{B, Cout, OH, OW});
@@ -211,18 +209,19 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& weight, const Var<T>& bias = Var<T>
     }
     if (in.wants(2)) {
       auto gb = Tensor<T>::empty(Shape{Cout});
-#pragma omp parallel for if (B * Cout * P > (1 << 16)) schedule(static)
-      for (int64_t c = 0; c < Cout; ++c) {
-        T acc = 0;
-        for (int64_t b = 0; b < B; ++b) {
-          const T* gp = g.data() + (b * Cout + c) * P;
-          T s = 0;
+      parallel_for_if(B * Cout * P > (1 << 16), Cout, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          T acc = 0;
+          for (int64_t b = 0; b < B; ++b) {
+            const T* gp = g.data() + (b * Cout + c) * P;
+            T s = 0;
 #pragma omp simd reduction(+ : s)
-          for (int64_t p = 0; p < P; ++p) s += gp[p];
-          acc += s;
+            for (int64_t p = 0; p < P; ++p) s += gp[p];
+            acc += s;
+          }
+          gb.data()[c] = acc;
         }
-        gb.data()[c] = acc;
-      }
+      });
       in.add(2, std::move(gb));
     }
   });

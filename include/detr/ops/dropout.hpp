@@ -4,6 +4,7 @@
 // so the mask is generated in parallel; it is kept as bits for the backward.
 #include <algorithm>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 #include "detr/core/rng.hpp"
 
@@ -23,9 +24,10 @@ Var<T> dropout(const Var<T>& x, double p, bool training, Rng& rng) {
   return record("dropout", y, {x}, [bits, scale, chunk](const Tensor<T>& g, auto& in) {
     auto dx = Tensor<T>::empty(g.shape());
     const int64_t n = g.numel();
-#pragma omp parallel for if (n > (1 << 16)) schedule(static)
-    for (int64_t i = 0; i < n; i += chunk)
-      internal::apply_keep_bits(bits.data() + i / 16, scale, g.data() + i, dx.data() + i, std::min(chunk, n - i));
+    parallel_for((n + chunk - 1) / chunk, 4, [&](int64_t c0, int64_t c1) {
+      for (int64_t i = c0 * chunk; i < std::min(n, c1 * chunk); i += chunk)
+        internal::apply_keep_bits(bits.data() + i / 16, scale, g.data() + i, dx.data() + i, std::min(chunk, n - i));
+    });
     in.add(0, std::move(dx));
   });
 }

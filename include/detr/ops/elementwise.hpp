@@ -4,6 +4,7 @@
 #include <cmath>
 #include <concepts>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 #include "detr/core/broadcast.hpp"
 
@@ -19,15 +20,13 @@ Var<T> unary(const char* op, const Var<T>& x, Fwd fwd, Dfdx dfdx) {
   const T* px = xv.data();
   T* py = y.data();
   int64_t n = xv.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) py[i] = fwd(px[i]);
+  parallel_for_simd(n > (1 << 16), n, [=](int64_t i) { py[i] = fwd(px[i]); });
   return record(op, y, {x}, [xv, y, dfdx](const Tensor<T>& g, auto& in) {
     auto gx = Tensor<T>::empty(g.shape());
     const T *pg = g.data(), *px = xv.data(), *py = y.data();
     T* po = gx.data();
     int64_t n = g.numel();
-#pragma omp parallel for simd if (n > (1 << 16))
-    for (int64_t i = 0; i < n; ++i) po[i] = pg[i] * dfdx(px[i], py[i]);
+    parallel_for_simd(n > (1 << 16), n, [=](int64_t i) { po[i] = pg[i] * dfdx(px[i], py[i]); });
     in.add(0, std::move(gx));
   });
 }
@@ -121,7 +120,8 @@ Var<T> operator/(const Var<T>& a, S s) { return mul_scalar(a, T(1) / T(s)); }
 
 template <class T>
 Var<T> relu(const Var<T>& x) {
-  return internal::unary("relu", x, [](T v) { return v > T(0) ? v : T(0); },
+  // NaN stays NaN (as in torch): a diverging activation must not turn into a confident 0.
+  return internal::unary("relu", x, [](T v) { return v < T(0) ? T(0) : v; },
                          [](T v, T) { return v > T(0) ? T(1) : T(0); });
 }
 

@@ -10,14 +10,14 @@
 // epilogue, a B packed once and reused (attention), in-place A for thin products, a depth split
 // for weight gradients, and serial use inside our own parallel loops. Other types and CPUs go
 // through Eigen.
-#include <omp.h>
-
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
 #include "detr/core/host_allocator.hpp"
+#include "detr/core/parallel.hpp"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -25,10 +25,16 @@
 
 namespace detr::internal {
 
+// max(v, 0) with NaN kept, as torch.relu does (a NaN must stay visible, not turn into 0).
+template <class T>
+inline T relu_of(T v) {
+  return v < T(0) ? T(0) : v;
+}
+
 // Eigen's product with strides: the path for double, and for float without AVX-512.
 template <class T>
-void eigen_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                int64_t ldb, T* C, int64_t ldc, T beta) {
+void eigen_gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                       int64_t ldb, T* C, int64_t ldc, T beta) {
   using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using Stride = Eigen::OuterStride<>;
   Eigen::Map<Mat, 0, Stride> c(C, M, N, Stride(ldc));
@@ -43,6 +49,16 @@ void eigen_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, i
   else c.noalias() += a.transpose() * b.transpose();
 }
 
+// Eigen runs single-threaded here (no OpenMP): large products split C's rows over the pool.
+template <class T>
+void eigen_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                int64_t ldb, T* C, int64_t ldc, T beta) {
+  const int64_t rows = std::max<int64_t>(16, ((int64_t(1) << 19) + N * K) / std::max<int64_t>(1, N * K));
+  parallel_for(M, rows, [&](int64_t i0, int64_t i1) {
+    eigen_gemm_serial(ta, tb, i1 - i0, N, K, ta ? A + i0 : A + i0 * lda, lda, B, ldb, C + i0 * ldc, ldc, beta);
+  });
+}
+
 #if defined(__AVX512F__)
 namespace sgemm {
 
@@ -54,7 +70,7 @@ constexpr int64_t NC = 4096;         // columns of a packed B panel (8 MB at mos
 // C[MR x NR] = A B + beta C over kc steps. Element (r, k) of A is a[r * ars + k * acs] (a packed
 // strip has ars = 1, acs = MR); B is a packed strip [kc][NR]. beta == 0 never reads C (it may
 // hold garbage, even NaN). A non-null `bias` (NR values) starts every row at bias instead of 0;
-// `relu` stores max(value, 0) (as relu(): NaN becomes 0).
+// `relu` stores max(value, 0) and keeps NaN (as relu() and torch do).
 __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float* __restrict a, int64_t ars,
                                                         int64_t acs, const float* __restrict b, float* c,
                                                         int64_t ldc, float beta, const float* bias, bool relu) {
@@ -82,10 +98,10 @@ __attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float*
       c1[r] = _mm512_fmadd_ps(vb, _mm512_loadu_ps(c + r * ldc + 16), c1[r]);
     }
   }
-  if (relu) {  // max_ps returns its second operand when one is NaN: NaN -> 0, as relu() does
+  if (relu) {  // max_ps returns its second operand when one is NaN: NaN stays NaN, as in torch
     const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) c0[r] = _mm512_max_ps(c0[r], zero), c1[r] = _mm512_max_ps(c1[r], zero);
+    for (int r = 0; r < MR; ++r) c0[r] = _mm512_max_ps(zero, c0[r]), c1[r] = _mm512_max_ps(zero, c1[r]);
   }
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
@@ -113,7 +129,7 @@ inline void store_corner(const float* tile, float* c, int64_t ldc, float beta, b
   for (int64_t r = 0; r < m; ++r)
     for (int64_t j = 0; j < n; ++j) {
       const float v = beta == 0.f ? tile[r * NR + j] : tile[r * NR + j] + beta * c[r * ldc + j];
-      c[r * ldc + j] = relu ? (v > 0.f ? v : 0.f) : v;
+      c[r * ldc + j] = relu ? relu_of(v) : v;
     }
 }
 
@@ -244,77 +260,98 @@ inline void macro_kernel(bool ta, const float* A, int64_t lda, bool in_place, co
 inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                  const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias, bool relu = false);
 
-// A deep product with a small output (weight gradients: K = tokens, tens of thousands): each
-// thread takes a slice of the depth into its own C, with no shared panel and no barrier per
-// depth block, and the partial Cs are added in thread order.
-inline void gemm_split_depth(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
+// A number no other (depth block of a) product has had: tells a thread whether the A block in
+// its scratch is this product's.
+inline uint64_t next_panel_id() {
+  static std::atomic<uint64_t> id{0};
+  return ++id;
+}
+
+// A deep product with a small output (weight gradients: K = tokens, tens of thousands): the
+// depth is cut into `slices` on KC boundaries, each computed into its own C with no shared
+// panel, and the partial Cs are added in slice order (the same bits for any thread count).
+inline void gemm_split_depth(int64_t slices, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A,
                              int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, float beta) {
   struct Partial;
-  float* partial = thread_scratch<Partial, 0, float>(size_t((threads - 1) * M * N));
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    // Slices on KC boundaries, so that every thread packs whole panels.
-    const int64_t blocks = (K + KC - 1) / KC;
-    const int64_t k0 = std::min(K, blocks * t / nt * KC), k1 = std::min(K, blocks * (t + 1) / nt * KC);
+  float* partial = thread_scratch<Partial, 0, float>(size_t((slices - 1) * M * N));
+  const int64_t blocks = (K + KC - 1) / KC;
+  parallel_chunks(slices, [&](int64_t t) {
+    const int64_t k0 = std::min(K, blocks * t / slices * KC), k1 = std::min(K, blocks * (t + 1) / slices * KC);
     const float* a = A + (ta ? k0 * lda : k0);
     const float* b = B + (tb ? k0 : k0 * ldb);
-    // (K >= 4 KC per thread: no slice is empty.)
+    // (K >= 4 KC per slice: no slice is empty.)
     if (t == 0) gemm(ta, tb, M, N, k1 - k0, a, lda, b, ldb, C, ldc, beta, nullptr);
     else gemm(ta, tb, M, N, k1 - k0, a, lda, b, ldb, partial + (t - 1) * M * N, N, 0.f, nullptr);
-#pragma omp barrier
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < M; ++i)
-      for (int p = 1; p < nt; ++p) {
+  });
+  parallel_for(M, std::max<int64_t>(1, 4096 / N), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t p = 1; p < slices; ++p) {
         const float* src = partial + (p - 1) * M * N + i * N;
         float* dst = C + i * ldc;
 #pragma omp simd
         for (int64_t j = 0; j < N; ++j) dst[j] += src[j];
       }
-  }
+  });
 }
 
 inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                  const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias, bool relu) {
-  // Threads pay off above ~1 MFLOP, and never inside another parallel region.
-  const int threads = omp_in_parallel() || M * N * K < (int64_t(1) << 19) ? 1 : omp_get_max_threads();
-  if (threads > 1 && !bias && !relu && K >= 4 * KC * threads && M * N <= (int64_t(1) << 20))
-    return gemm_split_depth(threads, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
-  // The B panel belongs to the calling thread and is shared with its workers.
+  // Threads pay off above ~1 MFLOP, and never inside another parallel loop.
+  const bool parallel = !in_parallel() && num_threads() > 1 && M * N * K >= (int64_t(1) << 19);
+  // Depth slices for a deep product with a small output: their count (4 KC deep at least) and
+  // whether to split at all depend on the shape only, so the sum is the same on any number of
+  // threads, and inside another parallel loop too.
+  const int64_t slices = std::min<int64_t>(8, K / (4 * KC));
+  if (!bias && !relu && slices >= 2 && M * N <= (int64_t(1) << 20) && M * N * K >= (int64_t(1) << 19))
+    return gemm_split_depth(slices, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+  // The B panel belongs to the calling thread and is shared with the helpers.
   struct Panel;
   float* panel = thread_scratch<Panel, 0, float>(size_t(KC * std::min((N + NR - 1) / NR * NR, NC)));
   // Row blocks of whole MR strips, at most MC / MR strips each, as many as a multiple of the
   // thread count and differing by at most one strip: every thread gets the same work (1700 rows
-  // in 9 blocks of 192 gave one thread 5 blocks and the other 4).
+  // in 9 blocks of 192 gave one thread 5 blocks and the other 4). The partition never changes
+  // what is summed in which order, only who computes it.
+  const int64_t threads = parallel ? num_threads() : 1;
   const int64_t row_strips = (M + MR - 1) / MR;
-  const int64_t mblocks = std::min(row_strips, ((row_strips + MC / MR - 1) / (MC / MR) + threads - 1) / threads * threads);
+  const int64_t mblocks =
+      std::min(row_strips, ((row_strips + MC / MR - 1) / (MC / MR) + threads - 1) / threads * threads);
   auto block_rows = [&](int64_t ib) { return std::min(M, ib * row_strips / mblocks * MR); };
   const bool in_place = reads_a_in_place(ta, N, K);
 
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    struct ABlock;
-    float* ablock = thread_scratch<ABlock, 0, float>(size_t(MC * KC));
-    for (int64_t jc = 0; jc < N; jc += NC) {
-      const int64_t nc = std::min(NC, N - jc), strips = (nc + NR - 1) / NR;
-      // Split columns too when there are fewer row blocks than 2 per thread.
-      const int64_t splits = std::clamp<int64_t>((2 * threads + mblocks - 1) / mblocks, 1, strips);
-      for (int64_t pc = 0; pc < K; pc += KC) {
-        const int64_t kc = std::min(KC, K - pc);
-#pragma omp for schedule(static)
-        for (int64_t s = 0; s < strips; ++s)
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc), strips = (nc + NR - 1) / NR;
+    // Split columns too when there are fewer row blocks than 2 per thread.
+    const int64_t splits = std::clamp<int64_t>((2 * threads + mblocks - 1) / mblocks, 1, strips);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      auto pack = [&](int64_t s0, int64_t s1) {
+        for (int64_t s = s0; s < s1; ++s)
           pack_b_strip(tb, B, ldb, jc + s * NR, std::min(NR, nc - s * NR), pc, kc, panel + s * NR * kc);
-        int64_t packed_block = -1;
-#pragma omp for schedule(static)
-        for (int64_t item = 0; item < mblocks * splits; ++item) {
-          const int64_t ib = item / splits, part = item % splits;
-          const int64_t i0 = block_rows(ib), mc = block_rows(ib + 1) - i0;
-          if (ib != packed_block) pack_a_rows(ta, A, lda, in_place, i0, mc, pc, kc, ablock);
-          packed_block = ib;
-          macro_kernel(ta, A, lda, in_place, ablock, i0, mc, pc, kc, panel, part * strips / splits,
-                       (part + 1) * strips / splits, jc, N, C, ldc, pc == 0 ? beta : 1.f,
-                       pc == 0 ? bias : nullptr, relu && pc + kc == K);
-        }
+      };
+      // One item: a row block against a part of the panel's strips.
+      // One item: a row block against a part of the panel's strips. A thread keeps its packed A
+      // block for its next item of the same block (items are owned in runs, see parallel.hpp).
+      const uint64_t panel_id = next_panel_id();
+      auto item = [&](int64_t it) {
+        struct ABlock;
+        float* ablock = thread_scratch<ABlock, 0, float>(size_t(MC * KC));
+        thread_local uint64_t packed_panel = 0;
+        thread_local int64_t packed_block = -1;
+        const int64_t ib = it / splits, part = it % splits;
+        const int64_t i0 = block_rows(ib), mc = block_rows(ib + 1) - i0;
+        if (packed_panel != panel_id || packed_block != ib) pack_a_rows(ta, A, lda, in_place, i0, mc, pc, kc, ablock);
+        packed_panel = panel_id;
+        packed_block = ib;
+        macro_kernel(ta, A, lda, in_place, ablock, i0, mc, pc, kc, panel, part * strips / splits,
+                     (part + 1) * strips / splits, jc, N, C, ldc, pc == 0 ? beta : 1.f, pc == 0 ? bias : nullptr,
+                     relu && pc + kc == K);
+      };
+      if (parallel) {
+        parallel_for(strips, 4, pack);
+        parallel_chunks(mblocks * splits, item);
+      } else {
+        pack(0, strips);
+        for (int64_t it = 0; it < mblocks * splits; ++it) item(it);
       }
     }
   }
@@ -404,7 +441,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t
 }
 
 // C[M,N] = op(A) op(B) + bias, bias [N] (or null: none) added to every row
-// (torch.nn.functional.linear), and with `relu` clamped at 0 (relu(): NaN becomes 0): our kernel
+// (torch.nn.functional.linear), and with `relu` clamped at 0 (NaN kept, as relu() does): our kernel
 // starts its accumulators at the bias and clamps them before the store, so C is written once.
 template <class T>
 void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
@@ -415,15 +452,17 @@ void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, in
     if (K > 0) return sgemm::gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0.f, bias, relu);
   }
 #endif
-  if (bias) {
-#pragma omp parallel for if (M * N > (1 << 16))
-    for (int64_t r = 0; r < M; ++r) std::copy_n(bias, N, C + r * ldc);
-  }
+  const int64_t rows = std::max<int64_t>(1, (1 << 14) / N);
+  if (bias)
+    parallel_for(M, rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) std::copy_n(bias, N, C + r * ldc);
+    });
   eigen_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, bias ? T(1) : T(0));
   if (!relu) return;
-#pragma omp parallel for if (M * N > (1 << 16))
-  for (int64_t r = 0; r < M; ++r)
-    for (int64_t j = 0; j < N; ++j) C[r * ldc + j] = C[r * ldc + j] > T(0) ? C[r * ldc + j] : T(0);
+  parallel_for(M, rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < N; ++j) C[r * ldc + j] = relu_of(C[r * ldc + j]);
+  });
 }
 
 // Dense operands: lda = K (or M when ta), ldb = N (or K when tb), ldc = N.

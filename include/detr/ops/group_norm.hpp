@@ -10,6 +10,7 @@
 #include <cmath>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 
 namespace detr {
@@ -37,26 +38,27 @@ Var<T> group_norm(const Var<T>& x, int64_t groups, const Var<T>& weight = Var<T>
   auto out = Tensor<T>::empty(xv.shape());
   T* po = out.data();
   const bool par = xv.numel() > (1 << 16);
-#pragma omp parallel for if (par) schedule(static)
-  for (int64_t bg = 0; bg < B * groups; ++bg) {
-    const T* r = px + bg * n;
-    double s = 0, q = 0;
+  parallel_for_if(par, B * groups, [&](int64_t bg0, int64_t bg1) {
+    for (int64_t bg = bg0; bg < bg1; ++bg) {
+      const T* r = px + bg * n;
+      double s = 0, q = 0;
 #pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; ++i) s += r[i];
-    const double m = n ? s / double(n) : 0.0;
+      for (int64_t i = 0; i < n; ++i) s += r[i];
+      const double m = n ? s / double(n) : 0.0;
 #pragma omp simd reduction(+ : q)
-    for (int64_t i = 0; i < n; ++i) q += (r[i] - m) * (r[i] - m);
-    const T is = T(1 / std::sqrt((n ? q / double(n) : 0.0) + double(eps)));
-    mean.data()[bg] = T(m);
-    rstd.data()[bg] = is;
-    const int64_t c0 = (bg % groups) * CG;
-    for (int64_t k = 0; k < CG; ++k) {
-      const T scale = (pw ? pw[c0 + k] : T(1)) * is, shift = (pb ? pb[c0 + k] : T(0)) - T(m) * scale;
-      const T* rc = r + k * S;
-      T* o = po + bg * n + k * S;
-      for (int64_t i = 0; i < S; ++i) o[i] = rc[i] * scale + shift;
+      for (int64_t i = 0; i < n; ++i) q += (r[i] - m) * (r[i] - m);
+      const T is = T(1 / std::sqrt((n ? q / double(n) : 0.0) + double(eps)));
+      mean.data()[bg] = T(m);
+      rstd.data()[bg] = is;
+      const int64_t c0 = (bg % groups) * CG;
+      for (int64_t k = 0; k < CG; ++k) {
+        const T scale = (pw ? pw[c0 + k] : T(1)) * is, shift = (pb ? pb[c0 + k] : T(0)) - T(m) * scale;
+        const T* rc = r + k * S;
+        T* o = po + bg * n + k * S;
+        for (int64_t i = 0; i < S; ++i) o[i] = rc[i] * scale + shift;
+      }
     }
-  }
+  });
 
   std::vector<Var<T>> inputs{x};
   const size_t iw = weight.defined() ? inputs.size() : size_t(-1);
@@ -69,41 +71,43 @@ Var<T> group_norm(const Var<T>& x, int64_t groups, const Var<T>& weight = Var<T>
     const T *px = xv.data(), *pg = g.data(), *pw = wv.defined() ? wv.data() : nullptr;
     // Per (image, channel): sum(g * x) and sum(g).
     std::vector<double> sgx(size_t(B * C)), sg(size_t(B * C));
-#pragma omp parallel for if (par) schedule(static)
-    for (int64_t bc = 0; bc < B * C; ++bc) {
-      const T *r = px + bc * S, *gr = pg + bc * S;
-      double a = 0, b = 0;
+    parallel_for_if(par, B * C, [&](int64_t bc0, int64_t bc1) {
+      for (int64_t bc = bc0; bc < bc1; ++bc) {
+        const T *r = px + bc * S, *gr = pg + bc * S;
+        double a = 0, b = 0;
 #pragma omp simd reduction(+ : a, b)
-      for (int64_t i = 0; i < S; ++i) {
-        a += gr[i] * r[i];
-        b += gr[i];
+        for (int64_t i = 0; i < S; ++i) {
+          a += gr[i] * r[i];
+          b += gr[i];
+        }
+        sgx[bc] = a;
+        sg[bc] = b;
       }
-      sgx[bc] = a;
-      sg[bc] = b;
-    }
+    });
     if (in.wants(0)) {
       // dx = rstd (w g - mean(w g) - xhat mean(w g xhat)) over the run, with xhat = (x - m) rstd
       auto gx = Tensor<T>::empty(xv.shape());
-#pragma omp parallel for if (par) schedule(static)
-      for (int64_t bg = 0; bg < B * groups; ++bg) {
-        const int64_t b = bg / groups, c0 = (bg % groups) * CG;
-        const double m = mean.data()[bg], is = rstd.data()[bg];
-        double sa = 0, sb = 0;  // sum(w g), sum(w g (x - m))
-        for (int64_t k = 0; k < CG; ++k) {
-          const double w = pw ? pw[c0 + k] : 1.0;
-          sa += w * sg[b * C + c0 + k];
-          sb += w * (sgx[b * C + c0 + k] - m * sg[b * C + c0 + k]);
+      parallel_for_if(par, B * groups, [&](int64_t bg0, int64_t bg1) {
+        for (int64_t bg = bg0; bg < bg1; ++bg) {
+          const int64_t b = bg / groups, c0 = (bg % groups) * CG;
+          const double m = mean.data()[bg], is = rstd.data()[bg];
+          double sa = 0, sb = 0;  // sum(w g), sum(w g (x - m))
+          for (int64_t k = 0; k < CG; ++k) {
+            const double w = pw ? pw[c0 + k] : 1.0;
+            sa += w * sg[b * C + c0 + k];
+            sb += w * (sgx[b * C + c0 + k] - m * sg[b * C + c0 + k]);
+          }
+          const T cx = T(-sb * is * is * is / double(n));
+          const T c1 = T((sb * is * is * m - sa) * is / double(n));
+          for (int64_t k = 0; k < CG; ++k) {
+            const T cg = (pw ? pw[c0 + k] : T(1)) * T(is);
+            const int64_t off = bg * n + k * S;
+            const T *r = px + off, *gr = pg + off;
+            T* d = gx.data() + off;
+            for (int64_t i = 0; i < S; ++i) d[i] = cg * gr[i] + cx * r[i] + c1;
+          }
         }
-        const T cx = T(-sb * is * is * is / double(n));
-        const T c1 = T((sb * is * is * m - sa) * is / double(n));
-        for (int64_t k = 0; k < CG; ++k) {
-          const T cg = (pw ? pw[c0 + k] : T(1)) * T(is);
-          const int64_t off = bg * n + k * S;
-          const T *r = px + off, *gr = pg + off;
-          T* d = gx.data() + off;
-          for (int64_t i = 0; i < S; ++i) d[i] = cg * gr[i] + cx * r[i] + c1;
-        }
-      }
+      });
       in.add(0, std::move(gx));
     }
     if (in.wants(iw) || in.wants(ib)) {

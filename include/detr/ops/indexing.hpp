@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 #include "detr/core/broadcast.hpp"
 #include "detr/ops/strided_loops.hpp"
@@ -119,18 +120,19 @@ Var<T> gather(const Var<T>& x,                  // [d0, ..., N, ...]
     const int64_t* pi = index.data();
     T* po = out.data();
     const auto& p = *plan;
-#pragma omp parallel for schedule(static) if (out.numel() > internal::kParallelWork && p.outer > 1)
-    for (int64_t o = 0; o < p.outer; ++o) {
-      const T* base = px + p.outer_off[o];
-      if (p.inner == 1) {  // gather along the last dim: one row of x per outer position
-        for (int64_t j = 0; j < p.k; ++j) po[o * p.k + j] = base[pi[o * p.k + j] * p.x_dim_stride];
-        continue;
+    parallel_for_if(out.numel() > internal::kParallelWork && p.outer > 1, p.outer, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        const T* base = px + p.outer_off[o];
+        if (p.inner == 1) {  // gather along the last dim: one row of x per outer position
+          for (int64_t j = 0; j < p.k; ++j) po[o * p.k + j] = base[pi[o * p.k + j] * p.x_dim_stride];
+          continue;
+        }
+        for (int64_t j = 0; j < p.k; ++j) {
+          const int64_t row = (o * p.k + j) * p.inner;
+          for (int64_t i = 0; i < p.inner; ++i) po[row + i] = base[pi[row + i] * p.x_dim_stride + p.inner_off[i]];
+        }
       }
-      for (int64_t j = 0; j < p.k; ++j) {
-        const int64_t row = (o * p.k + j) * p.inner;
-        for (int64_t i = 0; i < p.inner; ++i) po[row + i] = base[pi[row + i] * p.x_dim_stride + p.inner_off[i]];
-      }
-    }
+    });
   }
   return record("gather", out, {x}, [index, plan, xs](const Tensor<T>& g, auto& in) {
     auto gx = Tensor<T>::zeros(xs);
@@ -139,13 +141,13 @@ Var<T> gather(const Var<T>& x,                  // [d0, ..., N, ...]
     T* po = gx.data();
     const auto& p = *plan;
     // Different outer positions write disjoint parts of gx; each is accumulated in order.
-#pragma omp parallel for schedule(static) if (g.numel() > internal::kParallelWork && p.outer > 1)
-    for (int64_t o = 0; o < p.outer; ++o)
-      for (int64_t j = 0; j < p.k; ++j) {
-        const int64_t row = (o * p.k + j) * p.inner;
-        T* base = po + p.outer_off[o];
-        for (int64_t i = 0; i < p.inner; ++i) base[pi[row + i] * p.x_dim_stride + p.inner_off[i]] += pg[row + i];
-      }
+    parallel_for_if(g.numel() > internal::kParallelWork && p.outer > 1, p.outer, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) for (int64_t j = 0; j < p.k; ++j) {
+          const int64_t row = (o * p.k + j) * p.inner;
+          T* base = po + p.outer_off[o];
+          for (int64_t i = 0; i < p.inner; ++i) base[pi[row + i] * p.x_dim_stride + p.inner_off[i]] += pg[row + i];
+        }
+    });
     in.add(0, std::move(gx));
   });
 }
@@ -161,11 +163,12 @@ Tensor<T> index_rows(const Tensor<T>& x, int dim, const Tensor<int64_t>& index, 
   const T* px = x.data();
   const int64_t* pi = index.data();
   T* po = out.data();
-#pragma omp parallel for schedule(static) if (out.numel() > kParallelWork)
-  for (int64_t r = 0; r < outer * k; ++r) {
-    const int64_t o = r / k, j = r % k;
-    std::memcpy(po + r * inner, px + (o * n + pi[j]) * inner, sizeof(T) * size_t(inner));
-  }
+  parallel_for_if(out.numel() > kParallelWork, outer * k, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t o = r / k, j = r % k;
+      std::memcpy(po + r * inner, px + (o * n + pi[j]) * inner, sizeof(T) * size_t(inner));
+    }
+  });
   return out;
 }
 
@@ -182,17 +185,18 @@ Tensor<T> index_rows_backward(const Tensor<T>& g, int dim, const Tensor<int64_t>
   const T* pg = g.data();
   const int64_t* pi = index.data();
   T* po = gx.data();
-#pragma omp parallel for schedule(static) if (g.numel() > kParallelWork && outer * blocks > 1)
-  for (int64_t u = 0; u < outer * blocks; ++u) {
-    const int64_t o = u / blocks, lo = u % blocks * rows_per_block, hi = std::min(n, lo + rows_per_block);
-    for (int64_t j = 0; j < k; ++j) {
-      if (pi[j] < lo || pi[j] >= hi) continue;
-      const T* src = pg + (o * k + j) * inner;
-      T* dst = po + (o * n + pi[j]) * inner;
+  parallel_for_if(g.numel() > kParallelWork && outer * blocks > 1, outer * blocks, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t o = u / blocks, lo = u % blocks * rows_per_block, hi = std::min(n, lo + rows_per_block);
+      for (int64_t j = 0; j < k; ++j) {
+        if (pi[j] < lo || pi[j] >= hi) continue;
+        const T* src = pg + (o * k + j) * inner;
+        T* dst = po + (o * n + pi[j]) * inner;
 #pragma omp simd
-      for (int64_t c = 0; c < inner; ++c) dst[c] += src[c];
+        for (int64_t c = 0; c < inner; ++c) dst[c] += src[c];
+      }
     }
-  }
+  });
   return gx;
 }
 
@@ -292,11 +296,9 @@ TopK<T> topk(const Var<T>& x,  // [..., N, ...] -> values and indices [..., k, .
     }
   };
   if (k > 0) {
-#pragma omp parallel if (x.numel() > internal::kParallelWork && outer * inner > 1)
-    {
+    parallel_for_if(x.numel() > internal::kParallelWork && outer * inner > 1, outer * inner, [&](int64_t r0, int64_t r1) {
       std::vector<Elem> queue(static_cast<size_t>(n));  // per-thread scratch, reused for every row
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < outer * inner; ++r) {
+      for (int64_t r = r0; r < r1; ++r) {
         const int64_t o = r / inner, i = r % inner;
         const T* v = px + o * n * inner + i;
         for (int64_t j = 0; j < n; ++j) queue[j] = {v[j * inner], j};
@@ -308,7 +310,7 @@ TopK<T> topk(const Var<T>& x,  // [..., N, ...] -> values and indices [..., k, .
           pi[at] = queue[j].second;
         }
       }
-    }
+    });
   }
   auto out = record("topk", values, {x}, [indices, xs, d](const Tensor<T>& g, auto& in) {
     auto gx = Tensor<T>::zeros(xs);

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 
 namespace detr {
@@ -48,13 +49,13 @@ Tensor<T> interpolate_nearest(const Tensor<T>& x, int64_t out_h, int64_t out_w) 
   const auto iw = internal::nearest_source_indices(W, out_w);
   const T* px = x.data();
   T* po = out.data();
-#pragma omp parallel for if (out.numel() > (1 << 16)) schedule(static)
-  for (int64_t n = 0; n < planes; ++n)
-    for (int64_t oh = 0; oh < out_h; ++oh) {
-      const T* src = px + (n * H + ih[oh]) * W;
-      T* dst = po + (n * out_h + oh) * out_w;
-      for (int64_t ow = 0; ow < out_w; ++ow) dst[ow] = src[iw[ow]];
-    }
+  parallel_for_if(out.numel() > (1 << 16), planes, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) for (int64_t oh = 0; oh < out_h; ++oh) {
+        const T* src = px + (n * H + ih[oh]) * W;
+        T* dst = po + (n * out_h + oh) * out_w;
+        for (int64_t ow = 0; ow < out_w; ++ow) dst[ow] = src[iw[ow]];
+      }
+  });
   return out;
 }
 
@@ -71,13 +72,13 @@ Var<T> interpolate_nearest(const Var<T>& x, int64_t out_h, int64_t out_w) {
     const T* pg = g.data();
     T* pd = gx.data();
     // Planes are independent; within one, outputs add in row-major order.
-#pragma omp parallel for if (g.numel() > (1 << 16)) schedule(static)
-    for (int64_t n = 0; n < planes; ++n)
-      for (int64_t oh = 0; oh < out_h; ++oh) {
-        T* dst = pd + (n * H + ih[oh]) * W;
-        const T* src = pg + (n * out_h + oh) * out_w;
-        for (int64_t ow = 0; ow < out_w; ++ow) dst[iw[ow]] += src[ow];
-      }
+    parallel_for_if(g.numel() > (1 << 16), planes, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) for (int64_t oh = 0; oh < out_h; ++oh) {
+          T* dst = pd + (n * H + ih[oh]) * W;
+          const T* src = pg + (n * out_h + oh) * out_w;
+          for (int64_t ow = 0; ow < out_w; ++ow) dst[iw[ow]] += src[ow];
+        }
+    });
     in.add(0, std::move(gx));
   };
   return record("interpolate_nearest", out, {x}, std::move(backward));

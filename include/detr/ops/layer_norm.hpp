@@ -2,8 +2,8 @@
 // layer_norm over the last dimension with an affine weight and bias (torch.nn.LayerNorm), fused:
 // one pass for the statistics and output, one for all three gradients.
 #include <cmath>
-#include <omp.h>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 
 namespace detr {
@@ -19,37 +19,37 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& weight, const Var<T>& bias, dou
   const Tensor<T> xv = x.value(), wv = weight.value(), bv = bias.value();
   auto y = Tensor<T>::empty(xv.shape());
   auto mean = Tensor<T>::empty({R}), rstd = Tensor<T>::empty({R});
-#pragma omp parallel for if (xv.numel() > (1 << 15))
-  for (int64_t r = 0; r < R; ++r) {
-    const T* xr = xv.data() + r * D;
-    T* yr = y.data() + r * D;
-    // SIMD reductions (a fixed lane order, the same bits every run): summed strictly left to
-    // right, each was one scalar add per element.
-    T m = 0;
+  parallel_for_if(xv.numel() > (1 << 15), R, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = xv.data() + r * D;
+      T* yr = y.data() + r * D;
+      // SIMD reductions (a fixed lane order, the same bits every run): summed strictly left to
+      // right, each was one scalar add per element.
+      T m = 0;
 #pragma omp simd reduction(+ : m)
-    for (int64_t j = 0; j < D; ++j) m += xr[j];
-    m /= T(D);
-    T var = 0;
+      for (int64_t j = 0; j < D; ++j) m += xr[j];
+      m /= T(D);
+      T var = 0;
 #pragma omp simd reduction(+ : var)
-    for (int64_t j = 0; j < D; ++j) var += (xr[j] - m) * (xr[j] - m);
-    T rs = T(1) / std::sqrt(var / T(D) + T(eps));
-    mean.data()[r] = m;
-    rstd.data()[r] = rs;
-    for (int64_t j = 0; j < D; ++j) yr[j] = (xr[j] - m) * rs * wv.data()[j] + bv.data()[j];
-  }
+      for (int64_t j = 0; j < D; ++j) var += (xr[j] - m) * (xr[j] - m);
+      T rs = T(1) / std::sqrt(var / T(D) + T(eps));
+      mean.data()[r] = m;
+      rstd.data()[r] = rs;
+      for (int64_t j = 0; j < D; ++j) yr[j] = (xr[j] - m) * rs * wv.data()[j] + bv.data()[j];
+    }
+  });
   return record("layer_norm", y, {x, weight, bias},
                 [xv, wv, mean, rstd, R, D](const Tensor<T>& g, auto& in) {
     Tensor<T> dx;
     if (in.wants(0)) dx = Tensor<T>::empty(xv.shape());
-    // dweight / dbias: per-thread partial sums, added in thread order (deterministic).
-    const int nt = xv.numel() > (1 << 15) ? omp_get_max_threads() : 1;
-    auto partial = Tensor<T>::zeros({nt, 2, D});
-#pragma omp parallel num_threads(nt)
-    {
-      T* dw = partial.data() + omp_get_thread_num() * 2 * D;
+    // dweight / dbias: partial sums over fixed row ranges, added in range order (the same bits
+    // for any thread count).
+    const int64_t ranges = xv.numel() > (1 << 15) ? std::min<int64_t>(R, 16) : 1;
+    auto partial = Tensor<T>::zeros({ranges, 2, D});
+    parallel_chunks(ranges, [&](int64_t c) {
+      T* dw = partial.data() + c * 2 * D;
       T* db = dw + D;
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < R; ++r) {
+      for (int64_t r = c * R / ranges; r < (c + 1) * R / ranges; ++r) {
         const T *xr = xv.data() + r * D, *gr = g.data() + r * D;
         const T m = mean.data()[r], rs = rstd.data()[r];
         T sum_dxh = 0, sum_dxh_xh = 0;
@@ -70,11 +70,11 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& weight, const Var<T>& bias, dou
           }
         }
       }
-    }
+    });
     auto dw = Tensor<T>::zeros({D}), db = Tensor<T>::zeros({D});
-    for (int t = 0; t < nt; ++t) {
-      dw.arr() += partial[t][0].arr();
-      db.arr() += partial[t][1].arr();
+    for (int64_t c = 0; c < ranges; ++c) {
+      dw.arr() += partial[c][0].arr();
+      db.arr() += partial[c][1].arr();
     }
     if (dx.defined()) in.add(0, std::move(dx));
     in.add(1, std::move(dw));

@@ -2,8 +2,8 @@
 // Matrix products: matmul (a @ b), matmul_nt (a @ b^T, the attention score product) and
 // linear (x @ W^T + b, torch.nn.functional.linear). Large GEMMs are OpenMP-parallel inside
 // (ops/gemm.hpp); batches of small products run in parallel instead.
-#include <omp.h>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 #include "detr/core/rng.hpp"
 #include "detr/ops/gemm.hpp"
@@ -19,30 +19,28 @@ void batched_gemm(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t
   // Large products use Eigen's own threads; many small ones are spread over threads here.
   // (and tiny batches, under ~1 MFLOP in all, stay on the calling thread).
   bool outer = batch > 1 && M * N * K < (int64_t(1) << 21) && batch * M * N * K > (int64_t(1) << 19);
-#pragma omp parallel for if (outer) schedule(static)
-  for (int64_t i = 0; i < batch; ++i)
-    gemm(ta, tb, M, N, K, A + i * sa, B + i * sb, C + i * sc, beta);
+  parallel_for_if(outer, batch, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) gemm(ta, tb, M, N, K, A + i * sa, B + i * sb, C + i * sc, beta);
+  });
 }
 
-// Sums over the rows of a row-major [R, N] buffer -> [N]: per-thread partial sums over row
-// ranges, added in thread order (deterministic for a given thread count).
+// Sums over the rows of a row-major [R, N] buffer -> [N]: partial sums over fixed row ranges,
+// added in range order (the same bits for any thread count).
 template <class T>
 Tensor<T> column_sums(const T* g, int64_t R, int64_t N) {
-  const int nt = R * N > (1 << 16) ? omp_get_max_threads() : 1;
-  auto partial = Tensor<T>::zeros({nt, N});
-#pragma omp parallel num_threads(nt)
-  {
-    T* acc = partial.data() + omp_get_thread_num() * N;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < R; ++r) {
+  const int64_t ranges = R * N > (1 << 16) ? std::min<int64_t>(R, 16) : 1;
+  auto partial = Tensor<T>::zeros({ranges, N});
+  parallel_chunks(ranges, [&](int64_t c) {
+    T* acc = partial.data() + c * N;
+    for (int64_t r = c * R / ranges; r < (c + 1) * R / ranges; ++r) {
       const T* row = g + r * N;
 #pragma omp simd
       for (int64_t j = 0; j < N; ++j) acc[j] += row[j];
     }
-  }
+  });
   auto sums = Tensor<T>::zeros({N});
-  for (int t = 0; t < nt; ++t)
-    for (int64_t j = 0; j < N; ++j) sums.data()[j] += partial.data()[t * N + j];
+  for (int64_t c = 0; c < ranges; ++c)
+    for (int64_t j = 0; j < N; ++j) sums.data()[j] += partial.data()[c * N + j];
   return sums;
 }
 
@@ -151,9 +149,8 @@ Var<T> linear_impl(const char* op, const Var<T>& x, const Var<T>& weight, const 
       const T *pg = g_out.data(), *py = kept.data();
       T* pm = g.data();
       const int64_t n = g.numel();
-      const T factor = pass;  // a local: read through the closure, the loop would stay scalar
-#pragma omp parallel for simd if (n > (1 << 16))
-      for (int64_t i = 0; i < n; ++i) pm[i] = pg[i] * (py[i] > T(0) ? factor : T(0));
+      const T factor = pass;
+      parallel_for_simd(n > (1 << 16), n, [=](int64_t i) { pm[i] = pg[i] * (py[i] > T(0) ? factor : T(0)); });
     }
     if (in.wants(0)) {
       auto gx = Tensor<T>::empty(xv.shape());

@@ -17,6 +17,7 @@
 
 #include <Eigen/Core>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 #include "detr/ops/ms_deform_attn_math.hpp"
 
@@ -149,13 +150,11 @@ template <int DC, class T, class Locations>
 void ms_deform_attn_forward_cpu(const MSDeformAttnDims& n, const T* value, const int64_t* shapes,
                                 const int64_t* starts, const Locations& locs, const T* attn, T* out) {
   const int64_t D = DC > 0 ? DC : n.D, tasks = n.B * n.H, kAhead = 8;
-#pragma omp parallel if (n.B * n.Q * n.H * n.L * n.P * D > (int64_t(1) << 15))
-  {
+  parallel_for_if(n.B * n.Q * n.H * n.L * n.P * D > (int64_t(1) << 15), tasks, [&](int64_t bh0, int64_t bh1) {
     struct Tag;
     T* head = thread_scratch<Tag, 0, T>(size_t(n.S * D));  // [S, D] value rows of the task's head
     T* row_buffer = thread_scratch<Tag, 3, T>(size_t(2 * n.L * n.P));
-#pragma omp for schedule(static)
-    for (int64_t bh = 0; bh < tasks; ++bh) {
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
       const int64_t b = bh / n.H, h = bh % n.H;
       copy_rows(head, D, value + (b * n.S * n.H + h) * D, n.H * D, n.S, D);
       for (int64_t q = 0; q < n.Q; ++q) {
@@ -186,7 +185,7 @@ void ms_deform_attn_forward_cpu(const MSDeformAttnDims& n, const T* value, const
         }
       }
     }
-  }
+  });
 }
 
 // grad_value [B, S, H, D] (skipped when null), the location gradients (through `locs`),
@@ -196,14 +195,12 @@ void ms_deform_attn_backward_cpu(const MSDeformAttnDims& n, const T* value, cons
                                  const int64_t* starts, const Locations& locs, const T* attn, const T* grad_out,
                                  T* grad_value, T* grad_attn) {
   const int64_t D = DC > 0 ? DC : n.D, tasks = n.B * n.H, kAhead = 8;
-#pragma omp parallel if (n.B * n.Q * n.H * n.L * n.P * D > (int64_t(1) << 14))
-  {
+  parallel_for_if(n.B * n.Q * n.H * n.L * n.P * D > (int64_t(1) << 14), tasks, [&](int64_t bh0, int64_t bh1) {
     struct Tag;
     T* head = thread_scratch<Tag, 1, T>(size_t(n.S * D));  // [S, D] each
     T* ghead = grad_value ? thread_scratch<Tag, 2, T>(size_t(n.S * D)) : nullptr;
     T* row_buffer = thread_scratch<Tag, 4, T>(size_t(4 * n.L * n.P));  // locations, their gradients
-#pragma omp for schedule(static)
-    for (int64_t bh = 0; bh < tasks; ++bh) {
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
       const int64_t b = bh / n.H, h = bh % n.H, first = (b * n.S * n.H + h) * D;
       copy_rows(head, D, value + first, n.H * D, n.S, D);
       if (ghead) std::fill_n(ghead, n.S * D, T(0));
@@ -253,7 +250,7 @@ void ms_deform_attn_backward_cpu(const MSDeformAttnDims& n, const T* value, cons
       }
       if (grad_value) copy_rows(grad_value + first, n.H * D, ghead, D, n.S, D);
     }
-  }
+  });
 }
 
 // Validates the inputs (naming the tensor, expected vs actual) and returns the sizes.
@@ -380,13 +377,13 @@ Var<T> ms_deform_attn_from_offsets(const Var<T>& value, const Tensor<int64_t>& s
                     const int64_t row = n.L * 2;
                     const T* src = gref_heads.data();
                     T* dst = gref.data();
-#pragma omp parallel for if (n.B * n.Q * n.H * row > (1 << 16))
-                    for (int64_t bq = 0; bq < n.B * n.Q; ++bq)
-                      for (int64_t j = 0; j < row; ++j) {
-                        T acc = src[bq * n.H * row + j];
-                        for (int64_t h = 1; h < n.H; ++h) acc += src[(bq * n.H + h) * row + j];
-                        dst[bq * row + j] = acc;
-                      }
+                    parallel_for_if(n.B * n.Q * n.H * row > (1 << 16), n.B * n.Q, [&](int64_t bq0, int64_t bq1) {
+                      for (int64_t bq = bq0; bq < bq1; ++bq) for (int64_t j = 0; j < row; ++j) {
+                          T acc = src[bq * n.H * row + j];
+                          for (int64_t h = 1; h < n.H; ++h) acc += src[(bq * n.H + h) * row + j];
+                          dst[bq * row + j] = acc;
+                        }
+                    });
                     in.add(1, std::move(gref));
                   }
                   in.add(2, std::move(goff));

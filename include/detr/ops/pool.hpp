@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 #include "detr/ops/window.hpp"
 
@@ -48,35 +49,36 @@ Var<T> max_pool2d(const Var<T>& x, Size2 kernel, Size2 stride = 0, Size2 padding
   // One output row at a time, kernel taps in torch's window order (row-major), each tap swept
   // over the row's outputs: the sweep has no branches and vectorises, and every output still
   // sees its window's elements in torch's order, so ties and NaNs resolve identically.
-#pragma omp parallel for if (out.numel() * kernel.h * kernel.w > (1 << 16)) schedule(static)
-  for (int64_t n = 0; n < planes; ++n) {
-    const T* xp = px + n * H * W;
-    for (int64_t oh = 0; oh < OH; ++oh) {
-      const int64_t h0 = oh * stride.h - padding.h;
-      const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h0 + kernel.h, H);
-      T* m = po + (n * OH + oh) * OW;
-      int32_t* best = pi + (n * OH + oh) * OW;
-      for (int64_t ow = 0; ow < OW; ++ow) {  // padding never wins: start at -inf, first real index
-        m[ow] = -std::numeric_limits<T>::infinity();
-        best[ow] = int32_t(hs * W + std::max<int64_t>(ow * stride.w - padding.w, 0));
-      }
-      for (int64_t ih = hs; ih < he; ++ih)
-        for (int64_t kw = 0; kw < kernel.w; ++kw) {
-          const int64_t off = kw - padding.w;
-          const internal::ValidRange vw = internal::valid_range(off, stride.w, W, OW);
-          const T* row = xp + ih * W;
-          const int32_t base = int32_t(ih * W + off);
-          const int64_t sw = stride.w;
-#pragma omp simd
-          for (int64_t ow = vw.lo; ow < vw.hi; ++ow) {
-            const T v = row[off + ow * sw];
-            const bool take = (v > m[ow]) | (v != v);  // a NaN wins, as in torch
-            m[ow] = take ? v : m[ow];
-            best[ow] = take ? base + int32_t(ow * sw) : best[ow];
-          }
+  parallel_for_if(out.numel() * kernel.h * kernel.w > (1 << 16), planes, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const T* xp = px + n * H * W;
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        const int64_t h0 = oh * stride.h - padding.h;
+        const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h0 + kernel.h, H);
+        T* m = po + (n * OH + oh) * OW;
+        int32_t* best = pi + (n * OH + oh) * OW;
+        for (int64_t ow = 0; ow < OW; ++ow) {  // padding never wins: start at -inf, first real index
+          m[ow] = -std::numeric_limits<T>::infinity();
+          best[ow] = int32_t(hs * W + std::max<int64_t>(ow * stride.w - padding.w, 0));
         }
+        for (int64_t ih = hs; ih < he; ++ih)
+          for (int64_t kw = 0; kw < kernel.w; ++kw) {
+            const int64_t off = kw - padding.w;
+            const internal::ValidRange vw = internal::valid_range(off, stride.w, W, OW);
+            const T* row = xp + ih * W;
+            const int32_t base = int32_t(ih * W + off);
+            const int64_t sw = stride.w;
+#pragma omp simd
+            for (int64_t ow = vw.lo; ow < vw.hi; ++ow) {
+              const T v = row[off + ow * sw];
+              const bool take = (v > m[ow]) | (v != v);  // a NaN wins, as in torch
+              m[ow] = take ? v : m[ow];
+              best[ow] = take ? base + int32_t(ow * sw) : best[ow];
+            }
+          }
+      }
     }
-  }
+  });
   return record("max_pool2d", out, {x}, [argmax, in_shape = x.shape(), planes, HW = H * W,
                                          P = OH * OW](const Tensor<T>& g, auto& in) {
     auto gx = Tensor<T>::zeros(in_shape);
@@ -84,9 +86,9 @@ Var<T> max_pool2d(const Var<T>& x, Size2 kernel, Size2 stride = 0, Size2 padding
     const int32_t* pi = argmax->data();
     T* pd = gx.data();
     // Planes are independent; within one the outputs add in order (windows overlap).
-#pragma omp parallel for if (planes * P > (1 << 16)) schedule(static)
-    for (int64_t n = 0; n < planes; ++n)
-      for (int64_t o = 0; o < P; ++o) pd[n * HW + pi[n * P + o]] += pg[n * P + o];
+    parallel_for_if(planes * P > (1 << 16), planes, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) for (int64_t o = 0; o < P; ++o) pd[n * HW + pi[n * P + o]] += pg[n * P + o];
+    });
     in.add(0, std::move(gx));
   });
 }

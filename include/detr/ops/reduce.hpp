@@ -6,6 +6,7 @@
 #include <concepts>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 #include "detr/ops/strided_loops.hpp"
 
@@ -127,40 +128,41 @@ void max_along(const Tensor<T>& x, int dim, T* values, int64_t* indices) {
   const Shape& s = x.shape();
   const int64_t outer = s.prod(0, dim), n = s[dim], inner = s.prod(dim + 1, s.rank());
   const T* px = x.data();
-#pragma omp parallel for schedule(static) if (x.numel() > kParallelWork && outer > 1)
-  for (int64_t o = 0; o < outer; ++o) {
-    const T* base = px + o * n * inner;
-    T* v = values + o * inner;
-    int64_t* ix = indices + o * inner;
-    if (inner == 1) {  // a contiguous row: a vectorised max, then the first position holding it
-      T best = base[0];
-      int nans = 0;
+  parallel_for_if(x.numel() > kParallelWork && outer > 1, outer, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) {
+      const T* base = px + o * n * inner;
+      T* v = values + o * inner;
+      int64_t* ix = indices + o * inner;
+      if (inner == 1) {  // a contiguous row: a vectorised max, then the first position holding it
+        T best = base[0];
+        int nans = 0;
 #pragma omp simd reduction(max : best) reduction(+ : nans)
-      for (int64_t j = 0; j < n; ++j) {
-        best = base[j] > best ? base[j] : best;
-        nans += base[j] != base[j];
+        for (int64_t j = 0; j < n; ++j) {
+          best = base[j] > best ? base[j] : best;
+          nans += base[j] != base[j];
+        }
+        int64_t at = 0;
+        if (nans) {
+          while (!std::isnan(base[at])) ++at;
+        } else {
+          while (base[at] != best) ++at;
+        }
+        *v = base[at];
+        *ix = at;
+        continue;
       }
-      int64_t at = 0;
-      if (nans) {
-        while (!std::isnan(base[at])) ++at;
-      } else {
-        while (base[at] != best) ++at;
+      std::copy(base, base + inner, v);
+      std::fill_n(ix, inner, 0);
+      for (int64_t j = 1; j < n; ++j) {
+        const T* row = base + j * inner;
+        for (int64_t i = 0; i < inner; ++i) {
+          const bool better = row[i] > v[i] || (std::isnan(row[i]) && !std::isnan(v[i]));
+          v[i] = better ? row[i] : v[i];
+          ix[i] = better ? j : ix[i];
+        }
       }
-      *v = base[at];
-      *ix = at;
-      continue;
     }
-    std::copy(base, base + inner, v);
-    std::fill_n(ix, inner, 0);
-    for (int64_t j = 1; j < n; ++j) {
-      const T* row = base + j * inner;
-      for (int64_t i = 0; i < inner; ++i) {
-        const bool better = row[i] > v[i] || (std::isnan(row[i]) && !std::isnan(v[i]));
-        v[i] = better ? row[i] : v[i];
-        ix[i] = better ? j : ix[i];
-      }
-    }
-  }
+  });
 }
 
 }  // namespace internal
@@ -185,9 +187,9 @@ MaxResult<T> max(const Var<T>& x, int dim, bool keepdim = false) {
     const T* pg = g.data();
     const int64_t* pi = indices.data();
     T* po = gx.data();
-#pragma omp parallel for schedule(static) if (gx.numel() > internal::kParallelWork && outer > 1)
-    for (int64_t o = 0; o < outer; ++o)
-      for (int64_t i = 0; i < inner; ++i) po[(o * n + pi[o * inner + i]) * inner + i] = pg[o * inner + i];
+    parallel_for_if(gx.numel() > internal::kParallelWork && outer > 1, outer, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) for (int64_t i = 0; i < inner; ++i) po[(o * n + pi[o * inner + i]) * inner + i] = pg[o * inner + i];
+    });
     in.add(0, std::move(gx));
   });
   return {v, indices};

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 #include "detr/ops/strided_loops.hpp"
 
@@ -41,19 +42,20 @@ Tensor<T> permute_copy(const Tensor<T>& x, const std::vector<int>& perm) {
   const int64_t inner = os[r - 1], rows = out.numel() / inner, sin = st[r - 1];
   const T* px = x.data();
   T* po = out.data();
-#pragma omp parallel for if (out.numel() > (1 << 16))
-  for (int64_t row = 0; row < rows; ++row) {
-    int64_t off = 0, rem = row;
-    for (int d = r - 2; d >= 0; --d) {
-      off += (rem % os[d]) * st[d];
-      rem /= os[d];
+  parallel_for_if(out.numel() > (1 << 16), rows, [&](int64_t row0, int64_t row1) {
+    for (int64_t row = row0; row < row1; ++row) {
+      int64_t off = 0, rem = row;
+      for (int d = r - 2; d >= 0; --d) {
+        off += (rem % os[d]) * st[d];
+        rem /= os[d];
+      }
+      const T* src = px + off;
+      T* dst = po + row * inner;
+      if (sin == 1) std::copy(src, src + inner, dst);
+      else
+        for (int64_t k = 0; k < inner; ++k) dst[k] = src[k * sin];
     }
-    const T* src = px + off;
-    T* dst = po + row * inner;
-    if (sin == 1) std::copy(src, src + inner, dst);
-    else
-      for (int64_t k = 0; k < inner; ++k) dst[k] = src[k * sin];
-  }
+  });
   return out;
 }
 
@@ -135,10 +137,10 @@ Var<T> concat(const std::vector<Var<T>>& xs, int dim) {
   // Output rows (one per position before dim) are written front to back, one piece per input.
   const int64_t outer = os.prod(0, d), row = os[d] * ost[d];
   T* po = out.data();
-#pragma omp parallel for schedule(static) if (out.numel() > internal::kParallelWork && outer > 1)
-  for (int64_t o = 0; o < outer; ++o)
-    for (size_t j = 0; j < src.size(); ++j)
-      std::memcpy(po + o * row + begins[j] * ost[d], src[j] + o * lens[j], sizeof(T) * size_t(lens[j]));
+  parallel_for_if(out.numel() > internal::kParallelWork && outer > 1, outer, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) for (size_t j = 0; j < src.size(); ++j)
+        std::memcpy(po + o * row + begins[j] * ost[d], src[j] + o * lens[j], sizeof(T) * size_t(lens[j]));
+  });
   std::vector<Shape> shapes;
   for (const auto& x : xs) shapes.push_back(x.shape());
   return record("concat", out, xs, [shapes, begins, ost, d](const Tensor<T>& g, auto& in) {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
 
 namespace detr {
@@ -48,13 +49,14 @@ Var<T> softmax(const Var<T>& x) {
   auto y = x.value().clone();
   const int64_t n = x.dim(-1), rows = n ? y.numel() / n : 0;
   T* py = y.data();
-#pragma omp parallel for if (y.numel() > (1 << 15))
-  for (int64_t r = 0; r < rows; ++r) internal::softmax_row(py + r * n, n);
+  parallel_for_if(y.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) internal::softmax_row(py + r * n, n);
+  });
   return record("softmax", y, {x}, [y, n, rows](const Tensor<T>& g, auto& in) {
     auto dx = Tensor<T>::empty(g.shape());
-#pragma omp parallel for if (g.numel() > (1 << 15))
-    for (int64_t r = 0; r < rows; ++r)
-      internal::softmax_row_backward(y.data() + r * n, g.data() + r * n, dx.data() + r * n, n);
+    parallel_for_if(g.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) internal::softmax_row_backward(y.data() + r * n, g.data() + r * n, dx.data() + r * n, n);
+    });
     in.add(0, std::move(dx));
   });
 }
@@ -66,26 +68,28 @@ Var<T> log_softmax(const Var<T>& x) {
   auto y = x.value().clone();
   const int64_t n = x.dim(-1), rows = n ? y.numel() / n : 0;
   T* py = y.data();
-#pragma omp parallel for if (y.numel() > (1 << 15))
-  for (int64_t r = 0; r < rows; ++r) {
-    T* row = py + r * n;
-    T m = -std::numeric_limits<T>::infinity();
-    for (int64_t j = 0; j < n; ++j) m = std::max(m, row[j]);
-    T s = 0;
-    for (int64_t j = 0; j < n; ++j) s += std::exp(row[j] - m);
-    T lse = m + std::log(s);
-    for (int64_t j = 0; j < n; ++j) row[j] -= lse;
-  }
+  parallel_for_if(y.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      T* row = py + r * n;
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < n; ++j) m = std::max(m, row[j]);
+      T s = 0;
+      for (int64_t j = 0; j < n; ++j) s += std::exp(row[j] - m);
+      T lse = m + std::log(s);
+      for (int64_t j = 0; j < n; ++j) row[j] -= lse;
+    }
+  });
   return record("log_softmax", y, {x}, [y, n, rows](const Tensor<T>& g, auto& in) {
     auto dx = Tensor<T>::empty(g.shape());
-#pragma omp parallel for if (g.numel() > (1 << 15))
-    for (int64_t r = 0; r < rows; ++r) {
-      const T *yr = y.data() + r * n, *gr = g.data() + r * n;
-      T* dr = dx.data() + r * n;
-      T s = 0;
-      for (int64_t j = 0; j < n; ++j) s += gr[j];
-      for (int64_t j = 0; j < n; ++j) dr[j] = gr[j] - std::exp(yr[j]) * s;
-    }
+    parallel_for_if(g.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T *yr = y.data() + r * n, *gr = g.data() + r * n;
+        T* dr = dx.data() + r * n;
+        T s = 0;
+        for (int64_t j = 0; j < n; ++j) s += gr[j];
+        for (int64_t j = 0; j < n; ++j) dr[j] = gr[j] - std::exp(yr[j]) * s;
+      }
+    });
     in.add(0, std::move(dx));
   });
 }

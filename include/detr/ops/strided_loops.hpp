@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/core/tensor.hpp"
 
 namespace detr::internal {
@@ -117,12 +118,13 @@ void for_each_row(const LoopNest<N>& nest, F&& f) {
   const int64_t inner = nest.size.back(), rows = nest.numel() / inner;
   const int64_t block = std::max<int64_t>(1, 4096 / inner);
   const int64_t units = (rows + block - 1) / block;
-#pragma omp parallel for schedule(static) if (rows * inner > kParallelWork && units > 1)
-  for (int64_t u = 0; u < units; ++u) {
-    Odometer<N> od(nest, outer, u * block);
-    const int64_t end = std::min(rows, (u + 1) * block);
-    for (int64_t r = u * block; r < end; ++r, od.next()) f(od);
-  }
+  parallel_for_if(rows * inner > kParallelWork && units > 1, units, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      Odometer<N> od(nest, outer, u * block);
+      const int64_t end = std::min(rows, (u + 1) * block);
+      for (int64_t r = u * block; r < end; ++r, od.next()) f(od);
+    }
+  });
 }
 
 // dst[dst_stride . i] = src[src_stride . i] for every index i of `size`. The dst positions must be
@@ -229,37 +231,39 @@ void sum_dims(const T* src, const std::vector<int64_t>& size, const std::vector<
       constexpr int64_t kChunk = int64_t(1) << 16;
       const int64_t chunks = (len + kChunk - 1) / kChunk;
       std::vector<Acc<T>> part(static_cast<size_t>(chunks));
-#pragma omp parallel for schedule(static) if (chunks > 1)
-      for (int64_t c = 0; c < chunks; ++c)
-        part[c] = row_sum(src + c * kChunk, std::min(kChunk, len - c * kChunk));
+      parallel_for_if(chunks > 1, chunks, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) part[c] = row_sum(src + c * kChunk, std::min(kChunk, len - c * kChunk));
+      });
       Acc<T> s = 0;
       for (Acc<T> p : part) s += p;
       out[0] = T(s);
       return;
     }
-#pragma omp parallel for schedule(static) if (n_out * len * int64_t(red_off.size()) > kParallelWork)
-    for (int64_t i = 0; i < n_out; ++i) {
-      const T* base = src + kept_base(i);
-      Acc<T> s = 0;
-      for (int64_t o : red_off) s += row_sum(base + o, len);
-      out[i] = T(s);
-    }
+    parallel_for_if(n_out * len * int64_t(red_off.size()) > kParallelWork, n_out, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const T* base = src + kept_base(i);
+        Acc<T> s = 0;
+        for (int64_t o : red_off) s += row_sum(base + o, len);
+        out[i] = T(s);
+      }
+    });
     return;
   }
   // Last dim kept: whole rows are added, in column chunks so short outer extents still split.
   const int64_t len = nest.size[r - 1];
   constexpr int64_t kCols = 1024;  // 4 KiB of float per source row: whole pages for the prefetcher
   const int64_t col_chunks = (len + kCols - 1) / kCols, rows = n_out / len;
-#pragma omp parallel for schedule(static) if (n_out * int64_t(red_off.size()) > kParallelWork)
-  for (int64_t u = 0; u < rows * col_chunks; ++u) {
-    const int64_t row = u / col_chunks, c0 = (u % col_chunks) * kCols, m = std::min(kCols, len - c0);
-    const T* base = src + kept_base(row) + c0;
-    alignas(64) Acc<T> buf[kCols];
-    std::fill_n(buf, m, Acc<T>(0));
-    for (int64_t o : red_off) add_to(buf, base + o, m);
-    T* dst = out + row * len + c0;
-    for (int64_t k = 0; k < m; ++k) dst[k] = T(buf[k]);
-  }
+  parallel_for_if(n_out * int64_t(red_off.size()) > kParallelWork, rows * col_chunks, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t row = u / col_chunks, c0 = (u % col_chunks) * kCols, m = std::min(kCols, len - c0);
+      const T* base = src + kept_base(row) + c0;
+      alignas(64) Acc<T> buf[kCols];
+      std::fill_n(buf, m, Acc<T>(0));
+      for (int64_t o : red_off) add_to(buf, base + o, m);
+      T* dst = out + row * len + c0;
+      for (int64_t k = 0; k < m; ++k) dst[k] = T(buf[k]);
+    }
+  });
 }
 
 }  // namespace detr::internal

@@ -20,6 +20,7 @@
 #include <immintrin.h>
 #endif
 
+#include "detr/core/parallel.hpp"
 #include "detr/optim/optimizer.hpp"
 
 namespace detr {
@@ -79,11 +80,12 @@ void adamw_block(int64_t n, T* w, const T* g, T* m, T* v, const AdamWScalars<T>&
 template <class T>
 void adamw_update(int64_t n, T* w, const T* g, T* m, T* v, const AdamWScalars<T>& s) {
   const int64_t blocks = (n + kAdamWBlock - 1) / kAdamWBlock;
-#pragma omp parallel for schedule(static) if (n >= kOptimParallelMin)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t lo = b * kAdamWBlock, len = std::min(kAdamWBlock, n - lo);
-    adamw_block(len, w + lo, g + lo, m + lo, v + lo, s);
-  }
+  parallel_for_if(n >= kOptimParallelMin, blocks, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t lo = b * kAdamWBlock, len = std::min(kAdamWBlock, n - lo);
+      adamw_block(len, w + lo, g + lo, m + lo, v + lo, s);
+    }
+  });
 }
 
 }  // namespace internal

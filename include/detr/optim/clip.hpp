@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "detr/core/parallel.hpp"
 #include "detr/nn/module.hpp"
 
 namespace detr {
@@ -31,14 +32,15 @@ double chunked_sum(const Tensor<T>& g, F f) {
   const T* p = g.data();
   const int64_t n = g.numel(), chunks = (n + chunk - 1) / chunk;
   std::vector<double> partial(size_t(chunks), 0.0);
-#pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t end = std::min(n, (c + 1) * chunk);
-    double s = 0;
+  parallel_for_if(chunks > 1, chunks, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t end = std::min(n, (c + 1) * chunk);
+      double s = 0;
 #pragma omp simd reduction(+ : s)
-    for (int64_t i = c * chunk; i < end; ++i) s += f(double(p[i]));
-    partial[size_t(c)] = s;
-  }
+      for (int64_t i = c * chunk; i < end; ++i) s += f(double(p[i]));
+      partial[size_t(c)] = s;
+    }
+  });
   double total = 0;
   for (double s : partial) total += s;
   return total;
@@ -113,8 +115,7 @@ T clip_grad_norm(const std::vector<NamedParameter<T>>& params, double max_norm, 
       Tensor<T>& g = params[i].var->mutable_grad();
       T* p = g.data();
       const int64_t n = g.numel();
-#pragma omp parallel for simd if (n >= (int64_t(1) << 15))
-      for (int64_t j = 0; j < n; ++j) p[j] *= coef;
+      parallel_for_simd(n >= (int64_t(1) << 15), n, [=](int64_t j) { p[j] *= coef; });
     }
   }
   return total;

@@ -11,6 +11,7 @@
 // it, so the bits match torch's CPU results (also without FMA hardware: std::fma is exact).
 #include <cmath>
 
+#include "detr/core/parallel.hpp"
 #include "detr/optim/optimizer.hpp"
 
 namespace detr {
@@ -25,8 +26,7 @@ struct SGDScalars {
 // The element loop, one instantiation per case so that each is a straight vectorised loop.
 template <bool Decay, bool Momentum, bool First, bool Nesterov, class T>
 void sgd_update(int64_t n, T* w, const T* g, T* buf, const SGDScalars<T>& s) {
-#pragma omp parallel for simd if (n >= kOptimParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for_simd(n >= kOptimParallelMin, n, [=, s = s](int64_t i) {
     T d = g[i];
     if constexpr (Decay) d = std::fma(w[i], s.weight_decay, d);
     if constexpr (Momentum) {
@@ -36,7 +36,7 @@ void sgd_update(int64_t n, T* w, const T* g, T* buf, const SGDScalars<T>& s) {
       d = Nesterov ? std::fma(b, s.momentum, d) : b;
     }
     w[i] = std::fma(d, s.neg_lr, w[i]);
-  }
+  });
 }
 
 }  // namespace internal
