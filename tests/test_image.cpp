@@ -98,3 +98,71 @@ TEST_CASE("to_normalized_tensor is ToTensor + ImageNet Normalize, channels first
     REQUIRE(t.at({c, 2, 1}) ==
             Approx((im.at(2, 1)[c] / 255.0 - kImageNetMean[c]) / kImageNetStd[c]).epsilon(1e-6));
 }
+
+namespace {
+// Restores the process-wide pixel limit when a test that changes it ends (pass or fail).
+struct MaxPixelsGuard {
+  int64_t saved = max_image_pixels();
+  ~MaxPixelsGuard() { set_max_image_pixels(saved); }
+};
+}  // namespace
+
+TEST_CASE("a header claiming 20000 x 20000 is refused before decoding", "[image][error]") {
+  test::TempDir dir;
+  // A 21-byte JPEG with only a frame header is enough for stb: at 100 x 60 it "decodes" (the
+  // bomb is real); at 20000 x 20000 it would allocate and fill gigabytes.
+  test::write_bytes(dir / "small.jpg", test::jpeg_claiming(100, 60));
+  REQUIRE(read_image(dir / "small.jpg").pixels.shape() == Shape{60, 100, 3});
+
+  const auto jpg = test::jpeg_claiming(20000, 20000), png = test::png_claiming(20000, 20000);
+  REQUIRE(jpg.size() < 100);
+  REQUIRE(png.size() < 100);
+  test::write_bytes(dir / "bomb.jpg", jpg);
+  test::write_bytes(dir / "bomb.png", png);
+  for (const char* name : {"bomb.jpg", "bomb.png"}) {
+    const std::string path = dir / name;
+    auto bytes = read_file_bytes(path);
+    ImageHeader hd = decode_image_header(bytes.data(), bytes.size(), path);
+    REQUIRE(hd.width == 20000);
+    REQUIRE(hd.height == 20000);
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE_THROWS_WITH(read_image(path),
+                        Catch::Contains(name) && Catch::Contains("20000 x 20000") &&
+                            Catch::Contains("limit of 178956970") &&
+                            Catch::Contains("set_max_image_pixels"));
+    // Refused from the header: no time (or memory) spent on the 400M pixels.
+    REQUIRE(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+  }
+  REQUIRE(kDefaultMaxImagePixels == 2 * 89478485);  // PIL's DecompressionBombError threshold
+}
+
+TEST_CASE("a pixel limit, per call or process-wide, refuses a normal image", "[image][error]") {
+  test::TempDir dir;
+  write_png(dir / "a.png", gradient_image(17, 23));  // 391 pixels
+  REQUIRE_THROWS_WITH(read_image(dir / "a.png", DecodeLimits{390}),
+                      Catch::Contains("a.png") && Catch::Contains("23 x 17") &&
+                          Catch::Contains("limit of 390"));
+  REQUIRE(read_image(dir / "a.png", DecodeLimits{391}).pixels.shape() == Shape{17, 23, 3});
+  REQUIRE_THROWS_WITH(read_image(dir / "a.png", DecodeLimits{0}),
+                      Catch::Contains("must be positive"));
+  {
+    MaxPixelsGuard guard;
+    set_max_image_pixels(100);
+    REQUIRE(max_image_pixels() == 100);
+    REQUIRE(DecodeLimits{}.max_pixels == 100);
+    REQUIRE_THROWS_WITH(read_image(dir / "a.png"),
+                        Catch::Contains("a.png") && Catch::Contains("limit of 100"));
+    REQUIRE(read_image(dir / "a.png", DecodeLimits{1000}).height() == 17);  // per call wins
+    REQUIRE_THROWS_WITH(set_max_image_pixels(-1), Catch::Contains("must be positive"));
+  }
+  REQUIRE(max_image_pixels() == kDefaultMaxImagePixels);
+  REQUIRE(read_image(dir / "a.png").width() == 23);
+}
+
+TEST_CASE("an unreadable header is an error naming the file", "[image][error]") {
+  std::vector<uint8_t> junk = {'n', 'o', 't', ' ', 'a', 'n', ' ', 'i', 'm', 'a', 'g', 'e'};
+  REQUIRE_THROWS_WITH(decode_image_header(junk.data(), junk.size(), "junk.jpg"),
+                      Catch::Contains("junk.jpg") && Catch::Contains("header is unreadable"));
+  REQUIRE_THROWS_WITH(decode_image(junk.data(), junk.size(), "junk.jpg"),
+                      Catch::Contains("junk.jpg") && Catch::Contains("cannot decode"));
+}

@@ -11,6 +11,23 @@
 // classes; every malformed input is a detr::Error that names the json file, the image or
 // annotation id, and what was expected.
 //
+// Validation, case by case (pycocotools' behaviour in brackets):
+//   - bbox width or height < 0: error [pycocotools takes it, and its area, as given; a
+//     negative size is never a box]. Zero: accepted [as pycocotools]; such a box is dropped
+//     from training targets (degenerate, as above) but stays in annotations() for evaluation,
+//     where pycocotools counts it as ground truth too. 'area' < 0: error.
+//   - annotation ids must be unique: an error names both positions [createIndex's id -> ann
+//     dict silently keeps the last one]. An annotation without 'id' [a KeyError in
+//     pycocotools] gets one after parsing: the ids after the largest id in the file, in file
+//     order (so i + 1 when no annotation has one), which cannot collide with a real id.
+//   - iscrowd: 0, 1 (integral floats too) or true / false [pycocotools takes any truthy value];
+//     anything else is an error.
+//   - file_name: non-empty, relative, and not climbing out of the image folder with '..'
+//     (after lexical normalisation, so "a/../b.jpg" is fine) [pycocotools never opens images].
+//
+// get() reads the image's header first and compares its size with the json, and decoding is
+// bounded by max_image_pixels() (data/image.hpp), so a mis-sized or bomb image is never decoded.
+//
 // The raw annotations (crowds included) stay available for evaluation (eval/coco_eval.hpp).
 #include <nlohmann/json.hpp>
 
@@ -18,6 +35,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <unordered_map>
@@ -90,6 +108,25 @@ inline const json& json_array(const JsonContext& c, const json& obj, const char*
   const json& v = json_key(c, obj, key);
   DETR_CHECK(v.is_array(), c.file << ": " << c.where << ": '" << key << "' must be an array");
   return v;
+}
+
+// 0 / 1 (integral floats too) or a json boolean.
+inline bool json_iscrowd(const JsonContext& c, const json& obj) {
+  const json& v = json_key(c, obj, "iscrowd");
+  if (v.is_boolean()) return v.get<bool>();
+  DETR_CHECK(v.is_number() && (v.get<double>() == 0 || v.get<double>() == 1),
+             c.file << ": " << c.where << ": 'iscrowd' must be 0, 1, true or false, got "
+                    << v.dump());
+  return v.get<double>() == 1;
+}
+
+// Whether a file_name leaves the folder it is relative to: absolute, or '..' that climbs out
+// after lexical normalisation ("a/../b" stays, "a/../../b" leaves).
+inline bool path_escapes_folder(const std::string& file_name) {
+  const std::filesystem::path p(file_name);
+  if (p.has_root_path()) return true;
+  const std::filesystem::path n = p.lexically_normal();
+  return !n.empty() && *n.begin() == "..";
 }
 
 inline std::string read_text_file(const std::string& path) {
@@ -175,20 +212,29 @@ class CocoDataset {
     return make_target(index, info.height, info.width);
   }
 
-  // Decode the image and build its target. The decoded size must agree with the json.
+  // Decode the image and build its target. The size in the image's header must agree with
+  // the json; it is compared before decoding, so a mis-sized image is never decoded.
   Sample get(int64_t index) const {
     const CocoImageInfo& info = image_info(index);
-    std::string path = image_path(index);
+    const std::string path = image_path(index);
+    std::vector<uint8_t> bytes;
+    ImageHeader header;
+    try {
+      bytes = read_file_bytes(path);
+      header = decode_image_header(bytes.data(), bytes.size(), path);
+    } catch (const Error& e) {
+      fail_image(info, path, e);
+    }
+    DETR_CHECK(header.height == info.height && header.width == info.width,
+               file_ << ": image id " << info.id << " (" << path << ") is " << header.width
+                     << " x " << header.height << " pixels, the json says " << info.width
+                     << " x " << info.height);
     Image im;
     try {
-      im = read_image(path);
+      im = decode_image(bytes.data(), bytes.size(), path);
     } catch (const Error& e) {
-      DETR_FAIL(file_ << ": image id " << info.id << " (" << path << "): " << e.what());
+      fail_image(info, path, e);
     }
-    DETR_CHECK(im.height() == info.height && im.width() == info.width,
-               file_ << ": image id " << info.id << " (" << path << ") is " << im.width() << " x "
-                     << im.height() << " pixels, the json says " << info.width << " x "
-                     << info.height);
     return Sample{std::move(im), make_target(index, info.height, info.width)};
   }
 
@@ -197,6 +243,12 @@ class CocoDataset {
     DETR_CHECK(index >= 0 && index < size(),
                file_ << ": image index " << index << " out of range [0, " << size() << ")");
     return index;
+  }
+
+  [[noreturn]] void fail_image(const CocoImageInfo& info, const std::string& path,
+                              const Error& e) const {
+    throw Error(__FILE__, __LINE__,
+                file_ + ": image id " + std::to_string(info.id) + " (" + path + "): " + e.what());
   }
 
   Target make_target(int64_t index, int64_t h, int64_t w) const {
@@ -250,6 +302,12 @@ class CocoDataset {
       info.id = json_int(ctx, im, "id");
       ctx.where = "image id " + std::to_string(info.id);
       info.file_name = json_string(ctx, im, "file_name");
+      DETR_CHECK(!info.file_name.empty(), file_ << ": image id " << info.id
+                                                << " has an empty 'file_name'");
+      DETR_CHECK(!path_escapes_folder(info.file_name),
+                 file_ << ": image id " << info.id << " has file_name '" << info.file_name
+                       << "', which points outside the image folder (absolute or climbing "
+                       << "out with '..'); file_name must be relative to the image folder");
       info.width = json_int(ctx, im, "width");
       info.height = json_int(ctx, im, "height");
       DETR_CHECK(info.width > 0 && info.height > 0,
@@ -264,14 +322,26 @@ class CocoDataset {
     // Test-set files have no annotations at all: that is an empty dataset of targets.
     if (!doc.contains("annotations")) return;
     const auto& anns = json_array(top, doc, "annotations");
+    std::unordered_map<int64_t, size_t> position_of_id;  // ids in the file -> position
+    std::vector<std::pair<int64_t, size_t>> without_id;  // (image index, slot in anns_)
+    int64_t max_id = 0;
     for (size_t i = 0; i < anns.size(); ++i) {
       const auto& a = anns[i];
       JsonContext ctx{file_, "annotation #" + std::to_string(i)};
       CocoAnnotation ann;
-      ann.id = a.is_object() && a.contains("id") ? json_int(ctx, a, "id") : int64_t(i + 1);
+      const bool has_id = a.is_object() && a.contains("id");
+      if (has_id) {
+        ann.id = json_int(ctx, a, "id");
+        auto [it, fresh] = position_of_id.emplace(ann.id, i);
+        DETR_CHECK(fresh, file_ << ": annotation #" << it->second << " and annotation #" << i
+                                << " both have id " << ann.id
+                                << "; annotation ids must be unique");
+        max_id = std::max(max_id, ann.id);
+      }
       ann.image_id = json_int(ctx, a, "image_id");
-      ctx.where = "annotation id " + std::to_string(ann.id) + " (image id " +
-                  std::to_string(ann.image_id) + ")";
+      const std::string image = "image id " + std::to_string(ann.image_id) + ")";
+      ctx.where = has_id ? "annotation id " + std::to_string(ann.id) + " (" + image
+                         : "annotation #" + std::to_string(i) + " (no id, " + image;
       ann.category_id = json_int(ctx, a, "category_id");
       const auto& bb = json_array(ctx, a, "bbox");
       DETR_CHECK(bb.size() == 4, file_ << ": " << ctx.where << ": 'bbox' must have 4 numbers "
@@ -282,8 +352,13 @@ class CocoDataset {
                          << bb.dump());
         ann.bbox[k] = bb[k].get<double>();
       }
+      DETR_CHECK(ann.bbox[2] >= 0 && ann.bbox[3] >= 0,
+                 file_ << ": " << ctx.where << ": 'bbox' [x, y, w, h] = " << bb.dump()
+                       << " has a negative width or height");
       ann.area = a.contains("area") ? json_number(ctx, a, "area") : ann.bbox[2] * ann.bbox[3];
-      ann.iscrowd = a.contains("iscrowd") && json_int(ctx, a, "iscrowd") != 0;
+      DETR_CHECK(ann.area >= 0, file_ << ": " << ctx.where << ": 'area' " << ann.area
+                                      << " is negative");
+      ann.iscrowd = a.contains("iscrowd") && json_iscrowd(ctx, a);
       auto img = image_index_.find(ann.image_id);
       DETR_CHECK(img != image_index_.end(),
                  file_ << ": " << ctx.where << " refers to image id " << ann.image_id
@@ -291,8 +366,10 @@ class CocoDataset {
       DETR_CHECK(label_of_.count(ann.category_id),
                  file_ << ": " << ctx.where << " has category_id " << ann.category_id
                        << ", which is not in 'categories'");
+      if (!has_id) without_id.emplace_back(img->second, anns_[img->second].size());
       anns_[img->second].push_back(ann);
     }
+    for (const auto& [img, slot] : without_id) anns_[img][slot].id = ++max_id;
   }
 
   std::string file_, image_dir_;

@@ -8,6 +8,16 @@
 // defines the implementation, and would recompile ~8k lines of C in every test. Here we only
 // include stb's declarations.
 //
+// Decoding is bounded: the size in the file's header is checked against a pixel limit BEFORE
+// anything is decoded, because a JPEG of a few bytes can claim 20000 x 20000 pixels and stb
+// will allocate and fill gigabytes for it (a decompression bomb; a bare 21-byte frame header
+// "decodes"). The default limit is PIL's: Image.open raises DecompressionBombError above
+// 2 * MAX_IMAGE_PIXELS = 178956970 pixels, so we refuse exactly the images a PIL-based
+// reference DETR refuses (~512 MiB decoded as RGB, far above any camera photo; COCO's are
+// 640 px). Raise it per call (DecodeLimits) or for the process (set_max_image_pixels). stb
+// itself refuses sides above 2^24 and, for PNG, more than 2^30 bytes of pixels, whatever the
+// limit.
+//
 // Pixel operations that the DETR transforms need (resize like PIL's bilinear, crop, flip,
 // to a normalised float tensor) live here too, next to the pixel layout they depend on.
 #include <stb_image.h>
@@ -15,9 +25,11 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -44,17 +56,71 @@ struct Image {
   const uint8_t* at(int64_t y, int64_t x) const { return pixels.data() + (y * width() + x) * 3; }
 };
 
-// Decode an encoded image held in memory; `name` (a file name) goes into the error message.
-inline Image decode_image(const uint8_t* bytes, size_t size, const std::string& name) {
+// 2 * PIL's Image.MAX_IMAGE_PIXELS (1024^3 / 4 / 3 = 89478485): where PIL raises
+// DecompressionBombError (it only warns between 1x and 2x).
+inline constexpr int64_t kDefaultMaxImagePixels = 178956970;
+
+namespace internal {
+inline std::atomic<int64_t> g_max_image_pixels{kDefaultMaxImagePixels};
+}  // namespace internal
+
+// Process-wide pixel limit, used wherever no DecodeLimits is passed (read_image,
+// CocoDataset::get). Atomic: data loader threads read it while the main thread may set it.
+inline void set_max_image_pixels(int64_t max_pixels) {
+  DETR_CHECK(max_pixels > 0, "set_max_image_pixels: limit " << max_pixels
+                                                            << " must be positive");
+  internal::g_max_image_pixels.store(max_pixels, std::memory_order_relaxed);
+}
+inline int64_t max_image_pixels() {
+  return internal::g_max_image_pixels.load(std::memory_order_relaxed);
+}
+
+struct DecodeLimits {
+  // Images whose header claims more than this many pixels (width * height) are refused before
+  // decoding. `DecodeLimits{}` takes the process-wide value at the time it is made.
+  int64_t max_pixels = max_image_pixels();
+};
+
+struct ImageHeader {
+  int64_t width = 0, height = 0;
+  int channels = 0;  // in the file (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA)
+};
+
+// The size stored in an encoded image's header, without decoding the pixels.
+inline ImageHeader decode_image_header(const uint8_t* bytes, size_t size,
+                                       const std::string& name) {
   DETR_CHECK(size > 0, "decode_image: " << name << " is empty (0 bytes)");
   DETR_CHECK(size <= size_t(INT32_MAX), "decode_image: " << name << " is larger than 2 GiB");
+  int w = 0, h = 0, c = 0;
+  DETR_CHECK(stbi_info_from_memory(bytes, int(size), &w, &h, &c) == 1,
+             "decode_image: cannot decode " << name << ", its header is unreadable ("
+                                            << stbi_failure_reason() << ")");
+  return {w, h, c};
+}
+
+// Decode an encoded image held in memory; `name` (a file name) goes into the error message.
+inline Image decode_image(const uint8_t* bytes, size_t size, const std::string& name,
+                          const DecodeLimits& limits = {}) {
+  DETR_CHECK(limits.max_pixels > 0, "decode_image: pixel limit " << limits.max_pixels
+                                                                  << " must be positive");
+  const ImageHeader hd = decode_image_header(bytes, size, name);
+  DETR_CHECK(hd.width * hd.height <= limits.max_pixels,
+             "decode_image: " << name << " is " << hd.width << " x " << hd.height << " = "
+                              << hd.width * hd.height << " pixels by its header, more than the "
+                              << "limit of " << limits.max_pixels << " (a decompression bomb?); "
+                              << "if the image is genuine, raise the limit with "
+                              << "detr::set_max_image_pixels(n) or DecodeLimits{n}");
   int w = 0, h = 0, channels_in_file = 0;
-  uint8_t* p = stbi_load_from_memory(bytes, int(size), &w, &h, &channels_in_file, 3);
+  std::unique_ptr<uint8_t, void (*)(void*)> p(
+      stbi_load_from_memory(bytes, int(size), &w, &h, &channels_in_file, 3), stbi_image_free);
   DETR_CHECK(p != nullptr, "decode_image: cannot decode " << name << " ("
                                                           << stbi_failure_reason() << ")");
+  // The limit was checked on the header's size: the pixels must be that size.
+  DETR_CHECK(w == hd.width && h == hd.height,
+             "decode_image: " << name << " decoded to " << w << " x " << h
+                              << " pixels, its header says " << hd.width << " x " << hd.height);
   Image im{Tensor<uint8_t>::empty({h, w, 3})};
-  std::copy_n(p, size_t(h) * w * 3, im.pixels.data());
-  stbi_image_free(p);
+  std::copy_n(p.get(), size_t(h) * w * 3, im.pixels.data());
   return im;
 }
 
@@ -68,9 +134,9 @@ inline std::vector<uint8_t> read_file_bytes(const std::string& path) {
   return bytes;
 }
 
-inline Image read_image(const std::string& path) {
+inline Image read_image(const std::string& path, const DecodeLimits& limits = {}) {
   auto bytes = read_file_bytes(path);
-  return decode_image(bytes.data(), bytes.size(), path);
+  return decode_image(bytes.data(), bytes.size(), path, limits);
 }
 
 namespace internal {
