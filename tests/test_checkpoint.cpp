@@ -4,12 +4,14 @@
 #include <fstream>
 
 #include "detr/io/checkpoint.hpp"
+#include "detr/nn/dropout.hpp"
 #include "detr/nn/linear.hpp"
 #include "detr/ops/elementwise.hpp"
 #include "detr/optim/adamw.hpp"
 #include "detr/optim/clip.hpp"
 #include "detr/optim/schedule.hpp"
 #include "detr/optim/sgd.hpp"
+#include "data_helpers.hpp"
 #include "helpers.hpp"
 
 using namespace detr;
@@ -248,4 +250,62 @@ TEST_CASE("checkpoint: mismatched models and optimizers name the tensor or group
     REQUIRE(swapped.state(0).step == 0);
   }
   std::remove(path.c_str());
+}
+
+TEST_CASE("check_finite names the first tensor holding NaN or infinity", "[checkpoint][nan]") {
+  Net<> n = make_net(3);
+  check_finite(n, "fresh.safetensors");  // no throw
+  n.fc2.weight.mutable_value().data()[4] = std::numeric_limits<float>::infinity();
+  n.fc2.weight.mutable_value().data()[5] = std::numeric_limits<float>::quiet_NaN();
+  REQUIRE_THROWS_WITH(check_finite(n, "run/epoch_0007.safetensors"),
+                      Catch::Contains("run/epoch_0007.safetensors: tensor 'fc2.weight' [3, 8] holds 2 non-finite values") &&
+                          Catch::Contains("flat index 4, is inf") && Catch::Contains("diverged"));
+}
+
+namespace {
+// A layer with N dropout streams and a parameter, to check that checkpoints carry the streams.
+template <int N>
+struct Dropping {
+  using Scalar = float;
+  Linear<4, 4> fc;
+  std::array<Dropout<float>, N> drops;
+  void init(Rng& rng) {
+    fc.init(rng);
+    for (auto& d : drops) d.init(rng);
+  }
+  template <class V>
+  void visit(V& v) {
+    v.child("fc", fc);
+    for (auto& d : drops) v.child("", d);
+  }
+  Var<float> forward(const Var<float>& x) {
+    Var<float> y = fc.forward(x);
+    for (auto& d : drops) y = d.forward(y);
+    return y;
+  }
+};
+}  // namespace
+
+TEST_CASE("checkpoints carry the dropout streams: a reloaded model draws the same masks", "[checkpoint][random]") {
+  test::TempDir dir;
+  Dropping<2> a;
+  Rng rng(1);
+  a.init(rng);
+  train(a);
+  Var<float> x(Tensor<float>::ones({64, 4}));
+  for (int i = 0; i < 3; ++i) a.forward(x);  // the streams have moved on from their seeds
+  io::save_checkpoint(dir / "d.safetensors", a);
+  Dropping<2> b;
+  Rng other(2);
+  b.init(other);
+  train(b);
+  io::load_checkpoint(dir / "d.safetensors", b);
+  REQUIRE(random_streams(b).size() == 2);
+  REQUIRE(same_bits(a.forward(x).value(), b.forward(x).value()));
+
+  // A model with another number of streams is refused.
+  Dropping<1> one;
+  one.init(rng);
+  REQUIRE_THROWS_WITH(io::load_checkpoint(dir / "d.safetensors", one),
+                      Catch::Contains("holds 2 random streams (dropout), the model has 1"));
 }

@@ -11,7 +11,8 @@
 //   tensors   model.<state_dict name>                      (official parameter names)
 //             optimizer.state.<param name>.step            I64 scalar (AdamW)
 //             optimizer.state.<param name>.<buffer>        exp_avg, exp_avg_sq / momentum_buffer
-//   metadata  optimizer.type, optimizer.groups, optimizer.group.<i>.{lr,initial_lr,weight_decay,params}
+//             random.<k>                                   I64 words of the k-th dropout stream
+//   metadata  random.streams, optimizer.type, optimizer.groups, optimizer.group.<i>.{lr,initial_lr,weight_decay,params}
 //             scheduler.type, scheduler.epoch, user.<key>, detr.format, detr.checksum
 // Doubles are written as their shortest round-trip decimal, so lrs come back bit for bit. The
 // checksum covers every tensor's bytes and the metadata: a flipped byte anywhere is an error
@@ -190,6 +191,45 @@ class CheckpointReader {
   SafetensorsFile f_;
 };
 
+// The model's random streams (dropout), "random.<k>" in visit order, so that a resumed run
+// draws the masks a straight run would. Checkpoints without them (older files) load with the
+// streams as they are.
+inline void save_random_streams(CheckpointWriter& w, const std::vector<Rng*>& streams) {
+  w.meta("random.streams", std::to_string(streams.size()));
+  for (size_t k = 0; k < streams.size(); ++k) {
+    const std::vector<uint64_t> words = streams[k]->state();
+    auto t = Tensor<int64_t>::empty({int64_t(words.size())});
+    std::memcpy(t.data(), words.data(), words.size() * sizeof(uint64_t));
+    w.add("random." + std::to_string(k), t);
+  }
+}
+
+inline void check_random_streams(const CheckpointReader& r, size_t expected) {
+  if (!r.has_meta("random.streams")) return;
+  const auto saved = r.number<size_t>("random.streams");
+  DETR_CHECK(saved == expected, "load_checkpoint: '" << r.path() << "' holds " << saved
+                                                     << " random streams (dropout), the model has " << expected);
+  for (size_t k = 0; k < saved; ++k) {
+    const std::string name = "random." + std::to_string(k);
+    DETR_CHECK(r.file().contains(name), "load_checkpoint: '" << r.path() << "' lacks random stream '" << name << "'");
+    DETR_CHECK(r.file().entry(name).shape.rank() == 1,
+               "load_checkpoint: '" << r.path() << "' random stream '" << name << "' has shape "
+                                    << r.file().entry(name).shape << ", expected a vector");
+  }
+}
+
+inline void load_random_streams(const CheckpointReader& r, const std::vector<Rng*>& streams) {
+  if (!r.has_meta("random.streams")) return;
+  for (size_t k = 0; k < streams.size(); ++k) {
+    const std::string name = "random." + std::to_string(k);
+    const Tensor<int64_t> t = r.file().get<int64_t>(name);
+    std::vector<uint64_t> words(size_t(t.numel()));
+    std::memcpy(words.data(), t.data(), words.size() * sizeof(uint64_t));
+    DETR_CHECK(streams[k]->set_state(words),
+               "load_checkpoint: '" << r.path() << "' random stream '" << name << "' is not a generator state");
+  }
+}
+
 template <class T>
 std::string group_param_names(const ParamGroup<T>& g) {
   std::string s;
@@ -282,6 +322,7 @@ void save_checkpoint(const std::string& path, M& model, TrainingState<typename M
                      const Metadata& metadata = {}) {
   internal::CheckpointWriter w;
   for (auto& [name, t] : state_dict(model)) w.add("model." + name, t);
+  internal::save_random_streams(w, random_streams(model));
   if (state.optimizer) internal::save_optimizer(w, *state.optimizer);
   if (state.scheduler) {
     w.meta("scheduler.type", state.scheduler->type_name());
@@ -306,6 +347,8 @@ Metadata load_checkpoint(const std::string& path, M& model, TrainingState<typena
   for (const std::string& k : f.names())
     if (k.rfind("model.", 0) == 0 && !sd.count(k.substr(6))) extra += " " + k.substr(6);
   DETR_CHECK(extra.empty(), "load_checkpoint: '" << path << "' has model tensors the model does not:" << extra);
+  const std::vector<Rng*> streams = random_streams(model);
+  internal::check_random_streams(r, streams.size());
   if (state.optimizer) internal::check_optimizer(r, *state.optimizer);
   if (state.scheduler) {
     DETR_CHECK(!state.optimizer || &state.scheduler->optimizer() == state.optimizer,
@@ -319,6 +362,7 @@ Metadata load_checkpoint(const std::string& path, M& model, TrainingState<typena
   }
 
   load_state_dict(model, f, true, "model.");
+  internal::load_random_streams(r, streams);
   if (state.optimizer) internal::load_optimizer(r, *state.optimizer);
   if (state.scheduler) {
     // With the optimizer, only the counter: the lrs were restored with its groups (as torch's

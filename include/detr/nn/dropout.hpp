@@ -17,6 +17,7 @@ struct Dropout {
   template <class V>
   void visit(V& v) {
     v.mode(training);
+    v.random(rng);
   }
   Var<T> forward(const Var<T>& x) { return dropout(x, p, training, rng); }
 };

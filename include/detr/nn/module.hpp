@@ -10,10 +10,12 @@
 //     v.child("linear1", linear1);     // a sublayer: its names get the prefix "linear1."
 //     v.child("", ffn);                // a sublayer whose names join the parent's directly
 //     v.mode(training);                // bool: train / eval behaviour (dropout, batch norm)
+//     v.random(rng);                   // Rng: a random stream (dropout), saved in checkpoints
 //   }
 //
 // and a forward(...) with named, typed arguments. Names follow the official PyTorch state_dict
 // keys, so checkpoints convert one to one. The free functions below walk any layer.
+#include <cmath>
 #include <map>
 #include <string>
 #include <string_view>
@@ -34,6 +36,7 @@ struct ProbeVisitor {
   template <class M>
   void child(std::string_view, M&) {}
   void mode(bool&) {}
+  void random(Rng&) {}
 };
 
 // An empty child name splices the child's names into the parent's (a block whose tensors the
@@ -56,6 +59,7 @@ struct NameVisitor {
     m.visit(sub);
   }
   void mode(bool&) {}
+  void random(Rng&) {}
 };
 
 struct ModeVisitor {
@@ -67,6 +71,20 @@ struct ModeVisitor {
   template <class M>
   void child(std::string_view, M& m) { m.visit(*this); }
   void mode(bool& flag) { flag = training; }
+  void random(Rng&) {}
+};
+
+// Collects the random streams of a tree in visit order.
+struct RandomStreamVisitor {
+  std::vector<Rng*> streams;
+  template <class T>
+  void param(std::string_view, Var<T>&) {}
+  template <class T>
+  void buffer(std::string_view, Tensor<T>&) {}
+  template <class M>
+  void child(std::string_view, M& m) { m.visit(*this); }
+  void mode(bool&) {}
+  void random(Rng& r) { streams.push_back(&r); }
 };
 }  // namespace internal
 
@@ -127,6 +145,15 @@ void eval(M& m) {
   train(m, false);
 }
 
+// The random streams (dropout) of the whole tree, in a fixed order: what a checkpoint saves so
+// that a resumed run draws the same masks as a run that never stopped.
+template <Module M>
+std::vector<Rng*> random_streams(M& m) {
+  internal::RandomStreamVisitor v;
+  m.visit(v);
+  return v.streams;
+}
+
 // Parameters and buffers by their official names (values shared, not copied).
 template <Module M>
 std::map<std::string, Tensor<typename M::Scalar>> state_dict(M& m) {
@@ -134,6 +161,28 @@ std::map<std::string, Tensor<typename M::Scalar>> state_dict(M& m) {
   for_each_tensor(m, [&](const std::string& n, Var<typename M::Scalar>& p) { out[n] = p.value(); },
                   [&](const std::string& n, Tensor<typename M::Scalar>& b) { out[n] = b; });
   return out;
+}
+
+// Throws naming the first parameter or buffer that holds a NaN or an infinity; `source` (a
+// file) goes into the message. A diverged run's checkpoint would otherwise give confident
+// garbage, or NaN boxes that the matcher and the evaluator reject far from the cause.
+template <Module M>
+void check_finite(M& m, const std::string& source) {
+  using T = typename M::Scalar;
+  auto check = [&](const std::string& name, const Tensor<T>& t) {
+    const T* p = t.data();
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(double(p[i]))) {
+        if (first < 0) first = i;
+        ++bad;
+      }
+    DETR_CHECK(bad == 0, source << ": tensor '" << name << "' " << t.shape() << " holds " << bad
+                                << " non-finite values (the first, at flat index " << first << ", is "
+                                << double(p[first]) << "): the run that wrote it diverged");
+  };
+  for_each_tensor(m, [&](const std::string& n, Var<T>& p) { check(n, p.value()); },
+                  [&](const std::string& n, Tensor<T>& b) { check(n, b); });
 }
 
 // Copies every parameter and buffer from a safetensors file (converting dtype). With strict,

@@ -42,6 +42,7 @@ struct MultiheadAttention {
     v.param("in_proj_bias", in_proj_bias);
     v.child("out_proj", out_proj);
     v.mode(training);
+    v.random(rng);
   }
 
   // query [B, Lq, D], key [B, Lk, D], value [B, Lk, D] -> [B, Lq, D]
