@@ -270,7 +270,18 @@ TEST_CASE("train_one_epoch lowers the loss, honours max_steps; evaluate scores e
   EpochStats capped = train_one_epoch(model, criterion, opt, train_loader, 30, {.clip_max_norm = 0, .max_steps = 1});
   REQUIRE(capped.steps == 1);
   REQUIRE(capped.images == 4);
-  REQUIRE(capped.grad_norm == 0);  // not computed without clipping
+  REQUIRE(capped.grad_norm > 0);  // measured (a non-finite norm stops training), not clipped
+
+  // A diverged model: training stops at once, naming the step and pointing at --lr / --clip.
+  const float kept = model.box_head.weight.value().data()[0];
+  model.box_head.weight.mutable_value().data()[0] = std::numeric_limits<float>::quiet_NaN();
+  const std::string diverged = error_of([&] { train_one_epoch(model, criterion, opt, train_loader, 31); });
+  INFO(diverged);
+  REQUIRE(diverged.find("epoch 31 step 1") != std::string::npos);
+  REQUIRE(diverged.find("boxes of decoder layer 0 hold") != std::string::npos);
+  REQUIRE(diverged.find("--lr") != std::string::npos);
+  REQUIRE(diverged.find("--clip") != std::string::npos);
+  model.box_head.weight.mutable_value().data()[0] = kept;
 
   Evaluation ev = evaluate(model, val_loader, val_set);
   REQUIRE(ev.images == 4);

@@ -63,6 +63,27 @@ inline std::string batch_image_ids(const Batch& batch) {
   for (int64_t b = 0; b < batch.size(); ++b) s << (b ? ", " : "") << batch.targets[size_t(b)].image_id;
   return s.str();
 }
+// Stops training at the first prediction that is NaN or infinite, naming the step and the layer.
+template <class T>
+void check_outputs_finite(const DetectorOutput<T>& out, int64_t epoch, int64_t step, const Batch& batch) {
+  auto check = [&](const Var<T>& v, const std::string& what) {
+    const Tensor<T>& t = v.value();
+    int64_t bad = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) bad += !std::isfinite(t.data()[i]);
+    DETR_CHECK(bad == 0, "train_one_epoch: epoch " << epoch << " step " << step << ": the " << what << " hold " << bad
+                                                   << " non-finite values (of " << t.numel() << ") on images "
+                                                   << batch_image_ids(batch)
+                                                   << "; the run diverged: lower --lr or clip harder (--clip)");
+  };
+  for (size_t l = 0; l < out.layers.size(); ++l) {
+    check(out.layers[l].logits, "logits of decoder layer " + std::to_string(l));
+    check(out.layers[l].boxes, "boxes of decoder layer " + std::to_string(l));
+  }
+  if (out.encoder) {
+    check(out.encoder->logits, "encoder proposals' logits");
+    check(out.encoder->boxes, "encoder proposals' boxes");
+  }
+}
 }  // namespace internal
 
 // One epoch (or its first opt.max_steps steps) of training; `progress`, when given, gets one
@@ -82,22 +103,39 @@ EpochStats train_one_epoch(M& model, const SetCriterion<typename M::Scalar>& cri
     if (!batch) break;
     // 1. Forward: every decoder layer's predictions (and two-stage proposals).
     DetectorOutput<T> out = model.forward(batch_images<T>(*batch), batch->mask);
+    // A diverged model's NaN would first surface as a matcher error about its cost matrix.
+    internal::check_outputs_finite(out, epoch, st.steps + 1, *batch);
     // 2. Losses: Hungarian matching per layer, then class, L1 and GIoU losses, weighted and summed.
     Losses<T> losses = criterion(out.layers, box_targets<T>(batch->targets), out.encoder_ptr());
     const double loss = double(losses.total.item());
     // 3. The reference stops on a non-finite loss: nothing after it would be meaningful.
-    DETR_CHECK(std::isfinite(loss), "train_one_epoch: epoch " << epoch << " step " << st.steps + 1
-                                                              << ": the loss is " << loss << " (final layer ce "
-                                                              << losses.final_layer().loss_ce.item() << ", bbox "
-                                                              << losses.final_layer().loss_bbox.item() << ", giou "
-                                                              << losses.final_layer().loss_giou.item()
-                                                              << ") on images " << internal::batch_image_ids(*batch)
-                                                              << "; lower --lr or check the data");
+    auto where = [&] {
+      std::ostringstream w;
+      const auto& f = losses.final_layer();
+      w << "train_one_epoch: epoch " << epoch << " step " << st.steps + 1 << ": ";
+      return std::pair{w.str(), "(final layer ce " + std::to_string(double(f.loss_ce.item())) + ", bbox " +
+                                    std::to_string(double(f.loss_bbox.item())) + ", giou " +
+                                    std::to_string(double(f.loss_giou.item())) + ") on images " +
+                                    internal::batch_image_ids(*batch)};
+    };
+    if (!std::isfinite(loss)) {
+      auto [head, terms] = where();
+      DETR_FAIL(head << "the loss is " << loss << " " << terms
+                     << "; the run diverged: lower --lr, clip harder (--clip), or check the data");
+    }
     // 4. Backward from the total loss into every parameter's gradient.
     optimizer.zero_grad();
     losses.total.backward();
-    // 5. Clip the gradients' global L2 norm (0.1 in the reference); the norm is logged unclipped.
-    const double norm = opt.clip_max_norm > 0 ? double(clip_grad_norm(model, opt.clip_max_norm)) : 0.0;
+    // 5. Clip the gradients' global L2 norm (0.1 in the reference; 0: measured, not clipped). The
+    //    norm is logged unclipped; a non-finite one stops training before it reaches the weights.
+    double norm = 0;
+    try {
+      norm = double(clip_grad_norm(model, opt.clip_max_norm > 0 ? opt.clip_max_norm : INFINITY, 2.0, true));
+    } catch (const Error& e) {
+      auto [head, terms] = where();
+      DETR_FAIL(head << "the gradients are not finite with a finite loss " << loss << " " << terms << ": "
+                     << e.what() << "; lower --lr or clip harder (--clip)");
+    }
     // 6. The optimiser step (AdamW with decoupled weight decay in the reference).
     optimizer.step();
     // 7. Bookkeeping: sums for the epoch's means, the progress line.
