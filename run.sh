@@ -10,7 +10,7 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target train detect
 OUT=runs/default
 ./build/examples/train --model deformable --epochs 2 --eval-every 2 --image-size 128 --lr 2e-4 --lr-backbone 2e-4 \
-  --out "$OUT"
+  --out "$OUT" --overwrite
 ./build/examples/detect --checkpoint "$OUT/epoch_0002.safetensors" --score 0.25 --out "$OUT/detections" \
   data/fashion_det/val/00000{1,2,3,4}.png
 echo "detections drawn in $OUT/detections/ (metrics: $OUT/metrics.jsonl, chart: $OUT/chart.png)"

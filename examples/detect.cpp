@@ -25,12 +25,14 @@
 #include "detr/data/batch.hpp"
 #include "detr/eval/draw.hpp"
 #include "detr/train/trainer.hpp"
+#include "main_guard.hpp"
 #include "models.hpp"
 
 using namespace detr;
 namespace fs = std::filesystem;
 
 struct Args {
+  int64_t max_image_pixels = kDefaultMaxImagePixels;
   std::string checkpoint, model, out = "detections", json;
   std::vector<std::string> images;
   double score = 0.5;
@@ -44,6 +46,7 @@ int run(const Args& a, const examples::CheckpointInfo& info) {
   // 1. The model the checkpoint holds, in inference mode.
   M model;
   io::load_checkpoint(info.path, model);
+  check_finite(model, info.path);
   eval(model);
   NoGrad no_grad;
   const int64_t size = a.image_size > 0 ? a.image_size : info.image_size;
@@ -134,16 +137,19 @@ int main(int argc, char** argv) {
   app.add_option("--text-scale", a.text_scale, "Integer scale of the label text")
       ->check(CLI::Range(1, 8))
       ->capture_default_str();
-  app.add_option("--threads", a.threads, "OpenMP threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", a.threads, "Threads for the model (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--max-image-pixels", a.max_image_pixels,
+                 "Refuse images whose header claims more pixels than this (a decompression bomb guard; "
+                 "the default is PIL's limit)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  set_max_image_pixels(a.max_image_pixels);
   if (a.threads > 0) detr::set_num_threads(a.threads);
 
-  try {
+  return examples::guarded_main([&] {
     const examples::CheckpointInfo info = examples::read_checkpoint_info(a.checkpoint);
     return examples::with_model(examples::checked_model_name(info, a.model),
                                 [&]<class M>() { return run<M>(a, info); });
-  } catch (const Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

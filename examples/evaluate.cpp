@@ -19,11 +19,13 @@
 #include "detr/data/loader.hpp"
 #include "detr/train/progress.hpp"
 #include "detr/train/trainer.hpp"
+#include "main_guard.hpp"
 #include "models.hpp"
 
 using namespace detr;
 
 struct Args {
+  int64_t max_image_pixels = kDefaultMaxImagePixels;
   std::string checkpoint, model, data = "data/fashion_det", split = "val", results, metrics;
   int64_t batch = 8, images = -1, image_size = 0;
   int threads = 0, workers = 1;
@@ -43,6 +45,7 @@ int run(const Args& a, const examples::CheckpointInfo& info) {
   // 2. The model, in eval mode once evaluate() runs.
   M model;
   io::load_checkpoint(info.path, model);
+  check_finite(model, info.path);
   const int64_t size = a.image_size > 0 ? a.image_size : info.image_size;
   std::printf("%s: '%s' model after %lld epochs; %lld %s images at shorter side %lld\n", info.path.c_str(),
               info.model.c_str(), (long long)info.epoch, (long long)data.size(), a.split.c_str(), (long long)size);
@@ -94,18 +97,21 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(32, 4096));
   app.add_option("--results", a.results, "Also write the detections as a COCO results json");
   app.add_option("--metrics", a.metrics, "Also write the 12 numbers and per-class AP as one JSON object");
-  app.add_option("--threads", a.threads, "OpenMP threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", a.threads, "Threads for the model (0: all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--workers", a.workers, "Data loader threads")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--min-map", a.min_map, "Exit with status 1 if mAP@[.50:.95] is below this");
+  app.add_option("--max-image-pixels", a.max_image_pixels,
+                 "Refuse images whose header claims more pixels than this (a decompression bomb guard; "
+                 "the default is PIL's limit)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  set_max_image_pixels(a.max_image_pixels);
   if (a.threads > 0) detr::set_num_threads(a.threads);
 
-  try {
+  return examples::guarded_main([&] {
     const examples::CheckpointInfo info = examples::read_checkpoint_info(a.checkpoint);
     return examples::with_model(examples::checked_model_name(info, a.model),
                                 [&]<class M>() { return run<M>(a, info); });
-  } catch (const Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

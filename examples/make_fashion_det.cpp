@@ -17,6 +17,7 @@
 #include <iostream>
 
 #include "detr/data/fashion_det.hpp"
+#include "main_guard.hpp"
 
 int main(int argc, char** argv) {
   // 1. Flags. Every field of FashionDetConfig can be set from the command line.
@@ -50,16 +51,13 @@ int main(int argc, char** argv) {
 
   // 2. Generate. Errors (missing Fashion-MNIST, unwritable folder) are detr::Error with a
   //    message that says what to do.
-  try {
+  return examples::guarded_main([&] {
     auto t0 = std::chrono::steady_clock::now();
     int64_t objects = detr::make_fashion_det(out, cfg, mnist_dir);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::cout << "FashionDet: " << cfg.train_images << " train + " << cfg.val_images
               << " val canvases, " << objects << " objects, written to " << out << " in " << s
               << " s\n";
-  } catch (const detr::Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -5,6 +5,9 @@
 // the model it holds.
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <map>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -149,10 +152,30 @@ inline CheckpointInfo read_checkpoint_info(const std::string& path) {
   } catch (const std::exception& e) {
     DETR_FAIL(path << " has malformed train metadata: " << e.what());
   }
+  // What the binaries would allocate from: refuse values no train run writes (--image-size is
+  // 32..4096), rather than an allocation failure far from the cause.
+  DETR_CHECK(c.image_size >= 32 && c.image_size <= 4096,
+             path << " has image_size " << c.image_size << " in its train metadata, expected 32..4096");
+  DETR_CHECK(c.epoch >= 0 && c.step >= 0,
+             path << " has epoch " << c.epoch << " and step " << c.step << " in its train metadata, expected >= 0");
+  DETR_CHECK(!c.class_names.empty(), path << " lists no classes in its train metadata");
   DETR_CHECK(c.class_names.size() == c.category_ids.size(),
              path << " lists " << c.class_names.size() << " class names but " << c.category_ids.size()
                   << " category ids");
   return c;
+}
+
+// The epoch checkpoints (epoch_NNNN.safetensors) in `dir` by epoch.
+inline std::map<int64_t, std::filesystem::path> epoch_checkpoints(const std::string& dir) {
+  std::map<int64_t, std::filesystem::path> out;
+  if (!std::filesystem::is_directory(dir)) return out;
+  const std::regex name(R"(epoch_(\d{4,})\.safetensors)");
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::smatch m;
+    const std::string f = e.path().filename().string();
+    if (std::regex_match(f, m, name)) out[std::stoll(m[1].str())] = e.path();
+  }
+  return out;
 }
 
 // The model named `requested` ("" = whatever the checkpoint holds) must be the one saved.

@@ -22,7 +22,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-#include <regex>
 
 #include "detr/data/coco_folder.hpp"
 #include "detr/data/fashion_det.hpp"
@@ -33,12 +32,14 @@
 #include "detr/train/metrics_log.hpp"
 #include "detr/train/progress.hpp"
 #include "detr/train/trainer.hpp"
+#include "main_guard.hpp"
 #include "models.hpp"
 
 using namespace detr;
 namespace fs = std::filesystem;
 
 struct Args {
+  int64_t max_image_pixels = kDefaultMaxImagePixels;
   std::string model = "detr";
   std::string data = "data/fashion_det";
   std::string out = "runs/train";
@@ -48,6 +49,7 @@ struct Args {
   double lr = 1e-4, lr_backbone = 1e-4, weight_decay = 1e-4, clip = 0.1, dropout = 0.1;
   uint64_t seed = 42;
   int threads = 0, workers = 1;
+  bool overwrite = false;
 };
 
 // Runs every epoch of `a` for the model type M; returns the exit status.
@@ -112,14 +114,28 @@ int run(const Args& a) {
                a.resume << " was trained on classes " << nlohmann::json(saved.class_names).dump() << ", "
                         << train_set.annotation_file() << " has " << nlohmann::json(info.class_names).dump());
     io::load_checkpoint(a.resume, model, {&optimizer, &schedule});
+    check_finite(model, a.resume);
     info.epoch = saved.epoch;
     info.step = saved.step;
     std::printf("resumed from %s: %lld epochs, %lld steps done\n", a.resume.c_str(), (long long)info.epoch,
                 (long long)info.step);
   }
 
-  // 5. Epochs. The metrics log drops records of epochs this run redoes.
+  // 5. Epochs. Checkpoints of later epochs in --out belong to another run: this one would
+  //    overwrite some of them and leave the others to look newer than its own. The metrics log
+  //    drops records of epochs this run redoes.
   fs::create_directories(a.out);
+  std::vector<std::string> later;
+  for (const auto& [epoch, path] : examples::epoch_checkpoints(a.out))
+    if (epoch > info.epoch) later.push_back(path.filename().string());
+  if (!later.empty()) {
+    DETR_CHECK(a.overwrite, a.out << " already holds checkpoints of later epochs than this run starts from (epoch "
+                                  << info.epoch << "): " << nlohmann::json(later).dump()
+                                  << "; choose another --out, or pass --overwrite to delete them");
+    for (const auto& f : later) fs::remove(fs::path(a.out) / f);
+    std::printf("--overwrite: deleted %zu checkpoints of later epochs from %s\n", later.size(), a.out.c_str());
+  }
+  std::vector<fs::path> written;  // this run's checkpoints, oldest first: the only ones --keep prunes
   MetricsLog log = MetricsLog::resume(a.out + "/metrics.jsonl", info.epoch + 1);
   Evaluation last_eval;
   bool evaluated = false;
@@ -171,13 +187,10 @@ int run(const Args& a) {
     const std::string ckpt = (fs::path(a.out) / name).string();
     io::save_checkpoint(ckpt, model, {&optimizer, &schedule}, examples::checkpoint_metadata(info));
     std::printf("saved %s\n", ckpt.c_str());
-    if (a.keep > 0) {
-      std::vector<fs::path> old;
-      for (const auto& e : fs::directory_iterator(a.out))
-        if (std::regex_match(e.path().filename().string(), std::regex(R"(epoch_\d{4,}\.safetensors)")))
-          old.push_back(e.path());
-      std::sort(old.begin(), old.end());
-      for (size_t i = 0; i + size_t(a.keep) < old.size(); ++i) fs::remove(old[i]);
+    written.push_back(ckpt);
+    while (a.keep > 0 && written.size() > size_t(a.keep)) {
+      fs::remove(written.front());
+      written.erase(written.begin());
     }
 
     // The chart is redrawn from the whole log, so a resumed run's chart shows every epoch.
@@ -247,7 +260,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--seed", a.seed, "Seed of the initialisation, dropout, shuffling and augmentation")
       ->capture_default_str();
-  app.add_option("--threads", a.threads, "OpenMP threads for the model (0: all cores)")
+  app.add_option("--threads", a.threads, "Threads for the model (0: all cores)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--workers", a.workers, "Data loader threads (decode, augment, collate)")
@@ -258,9 +271,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--resume", a.resume, "Continue from this checkpoint (model, optimiser, schedule, epoch)")
       ->check(CLI::ExistingFile);
-  app.add_option("--keep", a.keep, "Keep the newest N epoch checkpoints (0: all)")
+  app.add_option("--keep", a.keep,
+                 "Keep the newest N epoch checkpoints this run writes (0: all); files of other runs are never deleted")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_flag("--overwrite", a.overwrite,
+               "Delete checkpoints of later epochs than this run starts from in --out (else: refuse to start)");
   app.add_option("--max-steps", a.max_steps,
                  "Stop after this many optimiser steps in this run (the partial epoch counts as done); "
                  "for quick runs")
@@ -269,13 +285,14 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--val-images", a.val_images, "Evaluate on the first N images of the val split only")
       ->check(CLI::PositiveNumber);
+  app.add_option("--max-image-pixels", a.max_image_pixels,
+                 "Refuse images whose header claims more pixels than this (a decompression bomb guard; "
+                 "the default is PIL's limit)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  set_max_image_pixels(a.max_image_pixels);
   if (a.threads > 0) detr::set_num_threads(a.threads);
 
-  try {
-    return examples::with_model(a.model, [&]<class M>() { return run<M>(a); });
-  } catch (const Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  }
+  return examples::guarded_main([&] { return examples::with_model(a.model, [&]<class M>() { return run<M>(a); }); });
 }

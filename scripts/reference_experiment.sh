@@ -20,7 +20,7 @@ run() {  # model
   local t0=$(date +%s)
   ./build/examples/train --model "$m" --data data/fashion_det --out "$OUT/$m" --threads 1 --workers 1 \
       --epochs "$EPOCHS" --image-size 128 --batch 8 --lr 2e-4 --lr-backbone 2e-4 --weight-decay 1e-4 \
-      --clip 0.1 --dropout 0.1 --seed 42 --eval-every 1 ${TRAIN_ARGS:-} > "$OUT/$m.log" 2>&1
+      --clip 0.1 --dropout 0.1 --seed 42 --eval-every 1 --overwrite ${TRAIN_ARGS:-} > "$OUT/$m.log" 2>&1
   echo $(( $(date +%s) - t0 )) > "$OUT/$m.seconds"  # training wall time, evaluations included
   ./build/examples/evaluate --checkpoint "$(printf '%s/%s/epoch_%04d.safetensors' "$OUT" "$m" "$EPOCHS")" \
     --data data/fashion_det --threads 1 --metrics "$OUT/$m.eval.json" ${EVAL_ARGS:-} > "$OUT/$m.eval.log" 2>&1
