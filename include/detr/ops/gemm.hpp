@@ -301,7 +301,7 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float*
   // Depth slices for a deep product with a small output: their count (4 KC deep at least) and
   // whether to split at all depend on the shape only, so the sum is the same on any number of
   // threads, and inside another parallel loop too.
-  const int64_t slices = std::min<int64_t>(8, K / (4 * KC));
+  const int64_t slices = std::min<int64_t>(4, K / (4 * KC));
   if (!bias && !relu && slices >= 2 && M * N <= (int64_t(1) << 20) && M * N * K >= (int64_t(1) << 19))
     return gemm_split_depth(slices, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
   // The B panel belongs to the calling thread and is shared with the helpers.
