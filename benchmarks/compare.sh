@@ -93,6 +93,47 @@ case_detr_step() { gbench_vs_torch detr_step bench_detr_step detr_step.py 10 tra
 # One training step of the transformer + heads + loss + AdamW (no backbone).
 case_deformable_step() { gbench_vs_torch deformable_step bench_deformable_step deformable_step.py 3 train; }
 
+# Under load: two busy processes (`yes`) take the 2 cores' worth of time from both sides. Our MHA
+# decoder cross-attention forward+backward and the DETR step, quiet then loaded, and PyTorch's
+# under the same load. A step may slow down about in proportion to the cores it lost (2 of our 2
+# threads now share the machine with 2 more: ~2x), never by an order of magnitude.
+case_contention() {
+  need_torch
+  build bench_mha bench_detr_step
+  local q=$(mktemp) l=$(mktemp) ref=$(mktemp) pids=()
+  ours() {  # out-file
+    "$BUILD/benchmarks/bench_mha" --benchmark_filter='decoder_cross_forward_backward' --benchmark_repetitions=5 \
+      --benchmark_min_time=0.5 --benchmark_min_warmup_time=1 --benchmark_format=json \
+      --benchmark_report_aggregates_only=true > "$1.mha"
+    "$BUILD/benchmarks/bench_detr_step" --benchmark_repetitions=3 --benchmark_min_warmup_time=1 \
+      --benchmark_format=json --benchmark_report_aggregates_only=true > "$1.step"
+  }
+  ours "$q"
+  yes > /dev/null & pids+=($!)
+  yes > /dev/null & pids+=($!)
+  trap 'kill ${pids[*]} 2>/dev/null' RETURN
+  ours "$l"
+  env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/mha.py" 20 decoder_cross_forward_backward | tee "$ref"
+  env $TORCH_ENV "$PY" "$ROOT/benchmarks/reference/detr_step.py" 3 | grep -v '^torch' | tee -a "$ref"
+  kill "${pids[@]}" 2>/dev/null
+  "$PY" - "$q" "$l" "$ref" <<'PYEOF'
+import json, sys
+q, l, ref = sys.argv[1:4]
+def med(f, case):
+    return next(b["real_time"] for b in json.load(open(f))["benchmarks"]
+                if b.get("aggregate_name") == "median" and case in b["run_name"])
+torch = dict(x.split() for x in open(ref) if not x.startswith("torch"))
+rows = [("mha decoder fwd+bwd", med(q + ".mha", "decoder_cross_forward_backward"),
+         med(l + ".mha", "decoder_cross_forward_backward"), float(torch["decoder_cross_forward_backward"])),
+        ("detr_step", med(q + ".step", "train_step"), med(l + ".step", "train_step"), float(torch["train_step"]))]
+for name, quiet, loaded, t in rows:
+    print(f"{name:22s} detr quiet {quiet:8.2f} ms   loaded {loaded:8.2f} ms ({loaded / quiet:4.2f}x)   "
+          f"pytorch loaded {t:8.2f} ms ({t / loaded:4.2f}x ours)")
+print(f"contention: slowdown under load = {max(r[2] / r[1] for r in rows):.2f}x")
+print(f"contention: speedup vs pytorch under load = {min(r[3] / r[2] for r in rows):.2f}x")
+PYEOF
+}
+
 # Matching: linear_sum_assignment vs scipy, and the whole matcher vs DETR's torch + scipy code.
 case_matcher() {
   need_torch

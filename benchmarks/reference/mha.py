@@ -35,8 +35,10 @@ def case(lq, lk, backward, reps):
 
 
 reps = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+only = sys.argv[2] if len(sys.argv) > 2 else None  # one case by name (compare.sh contention)
 print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-print(f"encoder_forward {case(850, 850, False, reps):.3f}")
-print(f"encoder_forward_backward {case(850, 850, True, reps):.3f}")
-print(f"decoder_cross_forward {case(100, 850, False, reps):.3f}")
-print(f"decoder_cross_forward_backward {case(100, 850, True, reps):.3f}")
+cases = {"encoder_forward": (850, 850, False), "encoder_forward_backward": (850, 850, True),
+         "decoder_cross_forward": (100, 850, False), "decoder_cross_forward_backward": (100, 850, True)}
+for name, (lq, lk, backward) in cases.items():
+    if only is None or name == only:
+        print(f"{name} {case(lq, lk, backward, reps):.3f}")
