@@ -7,11 +7,13 @@
 //
 // Why not OpenMP: its teams end every region in a barrier that waits for every thread of the
 // team. When other processes take a core, a team thread that was descheduled holds up the
-// whole region until the scheduler runs it again, and with spinning waiters a training step
-// took 10-100x longer under load. Here the calling thread works too and chunks are claimed
-// one at a time: a helper that is not running when a loop starts simply claims nothing, and
-// the caller waits only for chunks already claimed. Helpers spin briefly for the next loop
-// (loops come microseconds apart in a training step) and then sleep.
+// whole region until the scheduler runs it again (with spinning waiters, attention took 28x
+// its quiet time under load). Here the calling thread works too, each thread starts on its
+// own contiguous share of the chunks (a static schedule's, for cache locality) and then steals
+// from the back of the others' shares, one chunk at a time: a helper that is not running
+// delays nothing it has not claimed, and the caller waits only for chunks already claimed.
+// Helpers spin briefly for the next loop (loops come microseconds apart in a training step)
+// and then sleep.
 //
 // Chunk boundaries depend on the loop's size and grain only, never on the thread count, so an
 // op that combines per-chunk partial results in chunk order gives the same bits on any number
