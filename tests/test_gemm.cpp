@@ -156,6 +156,18 @@ TEST_CASE("gemm inside a parallel region runs serially and stays correct", "[gem
   for (auto& o : ops) CHECK(max_error(o) < 1e-4);
 }
 
+TEST_CASE("a very deep product with a small output (depth split) is right", "[gemm]") {
+  // K 40960: four depth slices of 10240, each deep enough to qualify for a split of its own.
+  std::mt19937 gen(9);
+  for (bool ta : {false, true}) {
+    Case c{48, 64, 40960, ta, false, 0, 0, 0, 0.5f};
+    Operands o = make(c, gen);
+    detr::internal::gemm(c.ta, c.tb, c.M, c.N, c.K, o.A.data(), o.lda, o.B.data(), o.ldb, o.C.data(), o.ldc, c.beta);
+    INFO("ta " << ta);
+    CHECK(max_error(o) <= 1e-5 * std::sqrt(double(c.K) + 1) + 1e-6);
+  }
+}
+
 TEST_CASE("PackedB reuses one packed operand for many products", "[gemm]") {
   std::mt19937 gen(3);
   for (bool tb : {false, true})

@@ -257,8 +257,8 @@ inline void macro_kernel(bool ta, const float* A, int64_t lda, bool in_place, co
   }
 }
 
-inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias, bool relu = false);
+inline void gemm_blocked(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                         const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias, bool relu);
 
 // A number no other (depth block of a) product has had: tells a thread whether the A block in
 // its scratch is this product's.
@@ -280,8 +280,9 @@ inline void gemm_split_depth(int64_t slices, bool ta, bool tb, int64_t M, int64_
     const float* a = A + (ta ? k0 * lda : k0);
     const float* b = B + (tb ? k0 : k0 * ldb);
     // (K >= 4 KC per slice: no slice is empty.)
-    if (t == 0) gemm(ta, tb, M, N, k1 - k0, a, lda, b, ldb, C, ldc, beta, nullptr);
-    else gemm(ta, tb, M, N, k1 - k0, a, lda, b, ldb, partial + (t - 1) * M * N, N, 0.f, nullptr);
+    // One level only: a slice split again would reuse this thread's partial buffer.
+    if (t == 0) gemm_blocked(ta, tb, M, N, k1 - k0, a, lda, b, ldb, C, ldc, beta, nullptr, false);
+    else gemm_blocked(ta, tb, M, N, k1 - k0, a, lda, b, ldb, partial + (t - 1) * M * N, N, 0.f, nullptr, false);
   });
   parallel_for(M, std::max<int64_t>(1, 4096 / N), [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i)
@@ -295,15 +296,22 @@ inline void gemm_split_depth(int64_t slices, bool ta, bool tb, int64_t M, int64_
 }
 
 inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias, bool relu) {
-  // Threads pay off above ~1 MFLOP, and never inside another parallel loop.
-  const bool parallel = !in_parallel() && num_threads() > 1 && M * N * K >= (int64_t(1) << 19);
+                 const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias,
+                 bool relu = false) {
   // Depth slices for a deep product with a small output: their count (4 KC deep at least) and
   // whether to split at all depend on the shape only, so the sum is the same on any number of
   // threads, and inside another parallel loop too.
   const int64_t slices = std::min<int64_t>(4, K / (4 * KC));
   if (!bias && !relu && slices >= 2 && M * N <= (int64_t(1) << 20) && M * N * K >= (int64_t(1) << 19))
     return gemm_split_depth(slices, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+  gemm_blocked(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta, bias, relu);
+}
+
+// The packed product over the whole depth, its row blocks (and column parts) over the pool.
+inline void gemm_blocked(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                         const float* B, int64_t ldb, float* C, int64_t ldc, float beta, const float* bias, bool relu) {
+  // Threads pay off above ~1 MFLOP, and never inside another parallel loop.
+  const bool parallel = !in_parallel() && num_threads() > 1 && M * N * K >= (int64_t(1) << 19);
   // The B panel belongs to the calling thread and is shared with the helpers.
   struct Panel;
   float* panel = thread_scratch<Panel, 0, float>(size_t(KC * std::min((N + NR - 1) / NR * NR, NC)));
