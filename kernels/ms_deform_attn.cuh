@@ -25,7 +25,8 @@
 #include <climits>
 #include <type_traits>
 
-#include "detr/core/cuda_buffer.hpp"
+#include "detr/core/cuda_tensor.hpp"
+#include "detr/gpu/cuda_check.cuh"
 #include "detr/ops/ms_deform_attn.hpp"
 
 namespace detr::kernels {
@@ -198,10 +199,8 @@ internal::MSDeformAttnDims check(const Tensor<V, cuda>& value, const Tensor<int6
   return internal::ms_deform_attn_dims<float>(value.shape(), shapes, starts, loc.shape(), attn.shape());
 }
 
-inline void sync_and_check() {
-  DETR_CUDA_CHECK(cudaGetLastError());
-  DETR_CUDA_CHECK(cudaDeviceSynchronize());
-}
+// Reports a failed launch; the kernels run on DETR++'s stream without the host waiting for them.
+inline void check_launch() { DETR_CUDA_CHECK(cudaGetLastError()); }
 
 }  // namespace msda
 
@@ -211,8 +210,8 @@ template <class To, class From>
 Tensor<To, cuda> cast(const Tensor<From, cuda>& x) {
   auto y = Tensor<To, cuda>::empty(x.shape());
   if (x.numel()) {
-    msda::cast_kernel<To, From><<<msda::blocks_for(x.numel()), msda::kThreads>>>(x.numel(), x.data(), y.data());
-    msda::sync_and_check();
+    msda::cast_kernel<To, From><<<msda::blocks_for(x.numel()), msda::kThreads, 0, gpu::stream()>>>(x.numel(), x.data(), y.data());
+    msda::check_launch();
   }
   return y;
 }
@@ -228,10 +227,10 @@ void ms_deform_attn_forward(const Tensor<V, cuda>& value, const Tensor<int64_t>&
   DETR_CHECK(out.shape() == Shape({n.B, n.Q, n.H * n.D}),
              "ms_deform_attn_forward: out must be " << Shape({n.B, n.Q, n.H * n.D}) << ", got " << out.shape());
   if (out.numel() == 0) return;
-  msda::forward_kernel<V><<<msda::blocks_for(n.B * n.Q * n.H * 32), msda::kThreads>>>(
+  msda::forward_kernel<V><<<msda::blocks_for(n.B * n.Q * n.H * 32), msda::kThreads, 0, gpu::stream()>>>(
       n, msda::levels_of(spatial_shapes, level_start_index), value.data(), sampling_locations.data(),
       attention_weights.data(), out.data());
-  msda::sync_and_check();
+  msda::check_launch();
 }
 
 template <class V>
@@ -251,15 +250,15 @@ struct MSDAGrads {
 
 // Scratch of the backward, grown on demand and kept between calls.
 struct MSDAWorkspace {
-  DeviceBuffer<float> acc, coef;  // float value-gradient accumulator (atomic), entry coefficients
-  DeviceBuffer<int32_t> keys, order;
-  DeviceBuffer<int64_t> bounds;
+  Tensor<float, cuda> acc, coef;  // float value-gradient accumulator (atomic), entry coefficients
+  Tensor<int32_t, cuda> keys, order;
+  Tensor<int64_t, cuda> bounds;
 };
 
 namespace msda {
 template <class T>
-T* grown(DeviceBuffer<T>& b, int64_t n) {
-  if (b.size() < n) b = DeviceBuffer<T>(n);
+T* grown(Tensor<T, cuda>& b, int64_t n) {
+  if (!b.defined() || b.numel() < n) b = Tensor<T, cuda>::empty({n});
   return b.data();
 }
 }  // namespace msda
@@ -282,23 +281,23 @@ void ms_deform_attn_backward(const Tensor<V, cuda>& value, const Tensor<int64_t>
   const msda::Levels lv = msda::levels_of(spatial_shapes, level_start_index);
   const int64_t rows = n.B * n.Q * n.H, value_rows = n.B * n.S * n.H, samples = rows * n.L * n.P;
   if (samples == 0) {
-    if (value.numel()) DETR_CUDA_CHECK(cudaMemset(g.value.data(), 0, sizeof(V) * value.numel()));
+    if (value.numel()) gpu::fill_bytes_zero(g.value.data(), sizeof(V) * value.numel());
     return;
   }
   if (mode == MSDABackward::atomic) {
     float* acc = nullptr;
     if constexpr (std::is_same_v<V, float>) acc = g.value.data();
     else acc = msda::grown(ws.acc, value.numel());
-    DETR_CUDA_CHECK(cudaMemset(acc, 0, sizeof(float) * value.numel()));
-    msda::backward_kernel<V><<<msda::blocks_for(rows * 32), msda::kThreads>>>(
+    gpu::fill_bytes_zero(acc, sizeof(float) * value.numel());
+    msda::backward_kernel<V><<<msda::blocks_for(rows * 32), msda::kThreads, 0, gpu::stream()>>>(
         n, lv, value.data(), sampling_locations.data(), attention_weights.data(), grad_out.data(), acc,
         g.sampling_locations.data(), g.attention_weights.data());
     if constexpr (!std::is_same_v<V, float>)
-      msda::float_to_storage_kernel<V><<<msda::blocks_for(value.numel()), msda::kThreads>>>(value.numel(), acc, g.value.data());
-    msda::sync_and_check();
+      msda::float_to_storage_kernel<V><<<msda::blocks_for(value.numel()), msda::kThreads, 0, gpu::stream()>>>(value.numel(), acc, g.value.data());
+    msda::check_launch();
     return;
   }
-  msda::backward_kernel<V><<<msda::blocks_for(rows * 32), msda::kThreads>>>(
+  msda::backward_kernel<V><<<msda::blocks_for(rows * 32), msda::kThreads, 0, gpu::stream()>>>(
       n, lv, value.data(), sampling_locations.data(), attention_weights.data(), grad_out.data(), nullptr,
       g.sampling_locations.data(), g.attention_weights.data());
   const int64_t entries = 4 * samples;
@@ -309,16 +308,16 @@ void ms_deform_attn_backward(const Tensor<V, cuda>& value, const Tensor<int64_t>
   int32_t* order = msda::grown(ws.order, entries);
   float* coef = msda::grown(ws.coef, entries);
   int64_t* bounds = msda::grown(ws.bounds, value_rows + 1);
-  msda::emit_kernel<V><<<msda::blocks_for(samples), msda::kThreads>>>(
+  msda::emit_kernel<V><<<msda::blocks_for(samples), msda::kThreads, 0, gpu::stream()>>>(
       n, lv, sampling_locations.data(), attention_weights.data(), int32_t(value_rows), keys, coef);
   DETR_CUDA_CHECK(cudaGetLastError());
-  thrust::sequence(thrust::device, order, order + entries);
-  thrust::stable_sort_by_key(thrust::device, keys, keys + entries, order);
-  thrust::lower_bound(thrust::device, keys, keys + entries, thrust::counting_iterator<int32_t>(0),
+  thrust::sequence(thrust::cuda::par_nosync.on(gpu::stream()), order, order + entries);
+  thrust::stable_sort_by_key(thrust::cuda::par_nosync.on(gpu::stream()), keys, keys + entries, order);
+  thrust::lower_bound(thrust::cuda::par_nosync.on(gpu::stream()), keys, keys + entries, thrust::counting_iterator<int32_t>(0),
                       thrust::counting_iterator<int32_t>(int32_t(value_rows + 1)), bounds);
-  msda::gather_kernel<V><<<msda::blocks_for(value_rows * 32), msda::kThreads>>>(n, value_rows, bounds, order, coef,
+  msda::gather_kernel<V><<<msda::blocks_for(value_rows * 32), msda::kThreads, 0, gpu::stream()>>>(n, value_rows, bounds, order, coef,
                                                                                  grad_out.data(), g.value.data());
-  msda::sync_and_check();
+  msda::check_launch();
 }
 
 template <class V>

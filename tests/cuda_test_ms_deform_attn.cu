@@ -108,9 +108,9 @@ double time_ms(F&& f, int reps = 20) {
   cudaEvent_t start, stop;
   DETR_CUDA_CHECK(cudaEventCreate(&start));
   DETR_CUDA_CHECK(cudaEventCreate(&stop));
-  DETR_CUDA_CHECK(cudaEventRecord(start));
+  DETR_CUDA_CHECK(cudaEventRecord(start, detr::gpu::stream()));
   for (int i = 0; i < reps; ++i) f();
-  DETR_CUDA_CHECK(cudaEventRecord(stop));
+  DETR_CUDA_CHECK(cudaEventRecord(stop, detr::gpu::stream()));
   DETR_CUDA_CHECK(cudaEventSynchronize(stop));
   float ms = 0;
   DETR_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
@@ -155,7 +155,7 @@ void bench(const char* type) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (detr::cuda_device_count() == 0) {
+  if (detr::gpu::device_count() == 0) {
     std::puts("no CUDA device: skipped");
     return 77;
   }

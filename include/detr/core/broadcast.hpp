@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <array>
 
+#include "detr/core/cuda_tensor.hpp"
 #include "detr/core/parallel.hpp"
 #include "detr/core/tensor.hpp"
+#include "detr/gpu/elementwise.hpp"
 
 namespace detr::internal {
 
@@ -89,42 +91,69 @@ struct BroadcastLoop {
   }
 };
 
+// The geometry of a broadcast loop for the device kernels (detr/gpu/geometry.hpp).
+template <size_t N>
+gpu::Strided<int(N)> strided_geometry(const BroadcastLoop<N>& loop) {
+  gpu::Strided<int(N)> g;
+  g.rank = loop.rank;
+  for (int d = 0; d < loop.rank; ++d) {
+    g.shape[d] = loop.shape[d];
+    for (size_t n = 0; n < N; ++n) g.strides[n][d] = loop.strides[n][d];
+  }
+  return g;
+}
+
 // out[i] = f(a[i'], b[i'']) with broadcasting; out has the broadcast shape.
-template <class T, class F>
-Tensor<T> broadcast_binary(const Tensor<T>& a, const Tensor<T>& b, const char* op, F f) {
-  if (a.shape() == b.shape()) {
-    auto out = Tensor<T>::empty(a.shape());
+template <class T, class D, class F>
+Tensor<T, D> broadcast_binary(const Tensor<T, D>& a, const Tensor<T, D>& b, const char* op, F f) {
+  const bool same = a.shape() == b.shape();
+  Shape s = same ? a.shape() : broadcast_shapes(a.shape(), b.shape(), op);
+  auto out = Tensor<T, D>::empty(s);
+  if (out.numel() == 0) return out;
+  if constexpr (is_cuda<D>) {
+    const BroadcastLoop<2> loop(s, {broadcast_strides(a.shape(), s), broadcast_strides(b.shape(), s)});
+    gpu::binary(a.data(), b.data(), out.data(), out.numel(), strided_geometry(loop), f);
+    return out;
+  } else {
+    if (same) {
+      const T *pa = a.data(), *pb = b.data();
+      T* po = out.data();
+      int64_t n = out.numel();
+      parallel_for_simd(n > (1 << 16), n, [=](int64_t i) { po[i] = f(pa[i], pb[i]); });
+      return out;
+    }
+    const BroadcastLoop<2> loop(s, {broadcast_strides(a.shape(), s), broadcast_strides(b.shape(), s)});
+    const int64_t inner = loop.inner(), rows = loop.rows(out.numel());
+    const int64_t ia = loop.rank ? loop.strides[0][loop.rank - 1] : 0, ib = loop.rank ? loop.strides[1][loop.rank - 1] : 0;
     const T *pa = a.data(), *pb = b.data();
     T* po = out.data();
-    int64_t n = out.numel();
-    parallel_for_simd(n > (1 << 16), n, [=](int64_t i) { po[i] = f(pa[i], pb[i]); });
+    parallel_for_if(out.numel() > (1 << 16), rows, [&](int64_t r0, int64_t r1) {
+      loop.for_rows(r0, r1, [&](int64_t row, const std::array<int64_t, 2>& off) {
+        const T* ra = pa + off[0];
+        const T* rb = pb + off[1];
+        T* ro = po + row * inner;
+        for (int64_t k = 0; k < inner; ++k) ro[k] = f(ra[k * ia], rb[k * ib]);
+      });
+    });
     return out;
   }
-  Shape s = broadcast_shapes(a.shape(), b.shape(), op);
-  auto out = Tensor<T>::empty(s);
-  if (out.numel() == 0) return out;
-  const BroadcastLoop<2> loop(s, {broadcast_strides(a.shape(), s), broadcast_strides(b.shape(), s)});
-  const int64_t inner = loop.inner(), rows = loop.rows(out.numel());
-  const int64_t ia = loop.rank ? loop.strides[0][loop.rank - 1] : 0, ib = loop.rank ? loop.strides[1][loop.rank - 1] : 0;
-  const T *pa = a.data(), *pb = b.data();
-  T* po = out.data();
-  parallel_for_if(out.numel() > (1 << 16), rows, [&](int64_t r0, int64_t r1) {
-    loop.for_rows(r0, r1, [&](int64_t row, const std::array<int64_t, 2>& off) {
-      const T* ra = pa + off[0];
-      const T* rb = pb + off[1];
-      T* ro = po + row * inner;
-      for (int64_t k = 0; k < inner; ++k) ro[k] = f(ra[k * ia], rb[k * ib]);
-    });
-  });
-  return out;
 }
 
 // Sum `g` (shape of a broadcast result) down to `target`, the shape of one broadcast input.
-template <class T>
-Tensor<T> sum_to(const Tensor<T>& g, const Shape& target) {
+template <class T, class D>
+Tensor<T, D> sum_to(const Tensor<T, D>& g, const Shape& target) {
   if (g.shape() == target) return g;
-  auto out = Tensor<T>::zeros(target);
   const Shape& s = g.shape();
+  if constexpr (is_cuda<D>) {
+    auto out = Tensor<T, D>::empty(target);
+    // Kept dims are those `target` has (not broadcast); their order is target's layout.
+    const auto st = broadcast_strides(target, s);
+    bool reduced[Shape::kMaxRank] = {};
+    for (int d = 0; d < s.rank(); ++d) reduced[d] = st[d] == 0;
+    gpu::reduce_sum(g.data(), out.data(), gpu::Reduction::of(s, reduced));
+    return out;
+  }
+  auto out = Tensor<T, D>::zeros(target);
   if (g.numel() == 0) return out;
   const BroadcastLoop<1> loop(s, {broadcast_strides(target, s)});
   const int64_t inner = loop.inner(), rows = loop.rows(g.numel());

@@ -83,6 +83,19 @@ void apply_keep_bits(const uint16_t* bits, T keep_scale, const T* x, T* y, int64
 // The hash threshold below which an element is dropped: p * 2^64.
 inline uint64_t dropout_threshold(double p) { return uint64_t(p * 18446744073709551616.0); }
 
+// The mask as a per-element rule, for kernels that fuse dropout into another pass (the CUDA
+// backend's linear epilogue): the same keep decision and scale as dropout_keep_bits / apply_keep_bits.
+template <class T>
+struct DropoutMask {
+  uint64_t seed = 0, threshold = 0;
+  T keep_scale = T(1);
+  bool active = false;
+  DETR_HD T apply(int64_t i, T v) const {
+    if (!active) return v;
+    return splitmix64(seed + uint64_t(i)) >= threshold ? v * keep_scale : T(0);
+  }
+};
+
 // y = dropout(x) for elements [0, n) of the mask seeded by `seed` (x and y may be the same), in
 // parallel chunks. The keep-bits go to `bits` (ceil(n / 16) words) when the caller keeps them
 // for a backward, else to a small buffer per chunk.

@@ -30,6 +30,25 @@ std::shared_ptr<T> allocate_host(int64_t n) {
   void* p = HostCache::instance().allocate(bytes);
   return std::shared_ptr<T>(static_cast<T*>(p), [bytes](T* q) { HostCache::instance().deallocate(q, bytes); });
 }
+
+// The shape `dims` names for a tensor of shape `from`, with one -1 inferred from the numel.
+inline Shape resolve_reshape(const Shape& from, std::vector<int64_t> dims) {
+  int64_t known = 1;
+  int infer = -1;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] == -1) {
+      DETR_CHECK(infer < 0, "reshape: more than one -1 in target shape");
+      infer = int(i);
+    } else {
+      known *= dims[i];
+    }
+  }
+  if (infer >= 0) {
+    DETR_CHECK(known > 0 && from.numel() % known == 0, "reshape: cannot infer -1 when viewing shape " << from);
+    dims[infer] = from.numel() / known;
+  }
+  return Shape(std::span<const int64_t>(dims));
+}
 }  // namespace internal
 
 template <class T>
@@ -101,7 +120,7 @@ class Tensor<T, cpu> {
 
   // View with a new shape of the same numel; one dimension may be -1.
   Tensor reshape(std::initializer_list<int64_t> dims) const {
-    return reshape(resolve_shape(std::vector<int64_t>(dims)));
+    return reshape(internal::resolve_reshape(shape_, std::vector<int64_t>(dims)));
   }
   Tensor reshape(const Shape& s) const {
     DETR_CHECK(s.numel() == numel(),
@@ -179,24 +198,6 @@ class Tensor<T, cpu> {
       flat = flat * shape_[d++] + i;
     }
     return flat;
-  }
-  Shape resolve_shape(std::vector<int64_t> dims) const {
-    int64_t known = 1;
-    int infer = -1;
-    for (size_t i = 0; i < dims.size(); ++i) {
-      if (dims[i] == -1) {
-        DETR_CHECK(infer < 0, "reshape: more than one -1 in target shape");
-        infer = int(i);
-      } else {
-        known *= dims[i];
-      }
-    }
-    if (infer >= 0) {
-      DETR_CHECK(known > 0 && numel() % known == 0,
-                 "reshape: cannot infer -1 when viewing shape " << shape_);
-      dims[infer] = numel() / known;
-    }
-    return Shape(std::span<const int64_t>(dims));
   }
 
   std::shared_ptr<T> storage_;

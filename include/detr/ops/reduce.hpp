@@ -8,6 +8,8 @@
 
 #include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
+#include "detr/core/broadcast.hpp"
+#include "detr/ops/elementwise_math.hpp"
 #include "detr/ops/strided_loops.hpp"
 
 namespace detr {
@@ -38,34 +40,48 @@ inline Shape reduced_shape(const Shape& s, const std::vector<bool>& mask, bool k
   return out;
 }
 
-template <class T>
-Tensor<T> sum_tensor(const Tensor<T>& x, const std::vector<bool>& mask, const Shape& out_shape) {
-  auto out = Tensor<T>::empty(out_shape);
-  sum_dims(x.data(), dims_of(x.shape()), mask, out.data());
+template <class T, class D>
+Tensor<T, D> sum_tensor(const Tensor<T, D>& x, const std::vector<bool>& mask, const Shape& out_shape) {
+  auto out = Tensor<T, D>::empty(out_shape);
+  sum_dims_on<D>(x.data(), dims_of(x.shape()), mask, out.data());
   return out;
 }
 
 // g (one value per kept position) divided by `count` and copied over the reduced dims of
 // `in_shape`.
-template <class T>
-Tensor<T> broadcast_back(const Tensor<T>& g, const std::vector<bool>& mask, const Shape& in_shape, T count) {
-  Tensor<T> src = g;
-  if (count != T(1)) {
-    src = Tensor<T>::empty(g.shape());
-    src.arr() = g.arr() / count;
-  }
-  std::vector<int64_t> stride(size_t(in_shape.rank()), 0);
-  int64_t acc = 1;
-  for (int d = in_shape.rank() - 1; d >= 0; --d)
-    if (!mask[d]) {
-      stride[d] = acc;
-      acc *= in_shape[d];
+template <class T, class D>
+Tensor<T, D> broadcast_back(const Tensor<T, D>& g, const std::vector<bool>& mask, const Shape& in_shape, T count) {
+  if constexpr (is_cuda<D>) {
+    std::array<int64_t, Shape::kMaxRank> stride{};
+    int64_t acc = 1;
+    for (int d = in_shape.rank() - 1; d >= 0; --d)
+      if (!mask[d]) {
+        stride[d] = acc;
+        acc *= in_shape[d];
+      }
+    auto out = Tensor<T, D>::empty(in_shape);
+    const BroadcastLoop<2> loop(in_shape, {stride, stride});
+    gpu::binary(g.data(), g.data(), out.data(), out.numel(), strided_geometry(loop), math::DivideFirstBy<T>{count});
+    return out;
+  } else {
+    Tensor<T> src = g;
+    if (count != T(1)) {
+      src = Tensor<T>::empty(g.shape());
+      src.arr() = g.arr() / count;
     }
-  return gather_strided(src, std::move(stride), in_shape);
+    std::vector<int64_t> stride(size_t(in_shape.rank()), 0);
+    int64_t acc = 1;
+    for (int d = in_shape.rank() - 1; d >= 0; --d)
+      if (!mask[d]) {
+        stride[d] = acc;
+        acc *= in_shape[d];
+      }
+    return gather_strided(src, std::move(stride), in_shape);
+  }
 }
 
-template <class T>
-Var<T> reduce_sum(const char* op, const Var<T>& x, std::vector<bool> mask, bool keepdim, bool mean) {
+template <class T, class D>
+Var<T, D> reduce_sum(const char* op, const Var<T, D>& x, std::vector<bool> mask, bool keepdim, bool mean) {
   const Shape in_shape = x.shape();
   int64_t count = 1;
   for (int d = 0; d < in_shape.rank(); ++d)
@@ -73,8 +89,11 @@ Var<T> reduce_sum(const char* op, const Var<T>& x, std::vector<bool> mask, bool 
   // Divided, not multiplied by 1 / count, as torch does (so the mean of no elements is 0 / 0 = nan).
   const T divisor = mean ? T(count) : T(1);
   auto out = sum_tensor(x.value(), mask, reduced_shape(in_shape, mask, keepdim));
-  if (mean) out.arr() /= divisor;
-  return record(op, out, {x}, [mask = std::move(mask), in_shape, divisor](const Tensor<T>& g, auto& in) {
+  if (mean) {
+    if constexpr (is_cuda<D>) gpu::map(out.data(), out.data(), out.numel(), math::DivideBy<T>{divisor});
+    else out.arr() /= divisor;
+  }
+  return record(op, out, {x}, [mask = std::move(mask), in_shape, divisor](const Tensor<T, D>& g, auto& in) {
     in.add(0, broadcast_back(g, mask, in_shape, divisor));
   });
 }
@@ -82,33 +101,33 @@ Var<T> reduce_sum(const char* op, const Var<T>& x, std::vector<bool> mask, bool 
 }  // namespace internal
 
 // Sum over `dims` (negative dims count from the end), which are dropped unless keepdim.
-template <class T>
-Var<T> sum(const Var<T>& x, const std::vector<int>& dims, bool keepdim = false) {
+template <class T, class D>
+Var<T, D> sum(const Var<T, D>& x, const std::vector<int>& dims, bool keepdim = false) {
   return internal::reduce_sum("sum", x, internal::reduced_mask("sum", x.shape(), dims), keepdim, false);
 }
 // One dim. A template so that a braced list (even `{}`) always means the list overload.
-template <class T, std::integral I>
-Var<T> sum(const Var<T>& x, I dim, bool keepdim = false) {
+template <class T, class D, std::integral I>
+Var<T, D> sum(const Var<T, D>& x, I dim, bool keepdim = false) {
   return sum(x, std::vector<int>{int(dim)}, keepdim);
 }
 // Sum of every element: a scalar of shape [].
-template <class T>
-Var<T> sum(const Var<T>& x) {
+template <class T, class D>
+Var<T, D> sum(const Var<T, D>& x) {
   return internal::reduce_sum("sum", x, std::vector<bool>(size_t(x.rank()), true), false, false);
 }
 
 // Mean over `dims`; the mean of zero elements is nan, as in torch.
-template <class T>
-Var<T> mean(const Var<T>& x, const std::vector<int>& dims, bool keepdim = false) {
+template <class T, class D>
+Var<T, D> mean(const Var<T, D>& x, const std::vector<int>& dims, bool keepdim = false) {
   return internal::reduce_sum("mean", x, internal::reduced_mask("mean", x.shape(), dims), keepdim, true);
 }
 // One dim. A template so that a braced list (even `{}`) always means the list overload.
-template <class T, std::integral I>
-Var<T> mean(const Var<T>& x, I dim, bool keepdim = false) {
+template <class T, class D, std::integral I>
+Var<T, D> mean(const Var<T, D>& x, I dim, bool keepdim = false) {
   return mean(x, std::vector<int>{int(dim)}, keepdim);
 }
-template <class T>
-Var<T> mean(const Var<T>& x) {
+template <class T, class D>
+Var<T, D> mean(const Var<T, D>& x) {
   return internal::reduce_sum("mean", x, std::vector<bool>(size_t(x.rank()), true), false, true);
 }
 

@@ -5,6 +5,7 @@
 
 #include "detr/core/parallel.hpp"
 #include "detr/autograd/var.hpp"
+#include "detr/gpu/rows.hpp"
 
 namespace detr {
 
@@ -43,53 +44,74 @@ inline void softmax_row_backward(const T* y, const T* g, T* dx, int64_t n, T sca
 }  // namespace internal
 
 // x [..., N] -> softmax over N
-template <class T>
-Var<T> softmax(const Var<T>& x) {
+template <class T, class D>
+Var<T, D> softmax(const Var<T, D>& x) {
   DETR_CHECK(x.rank() >= 1, "softmax: needs rank >= 1, got " << x.shape());
-  auto y = x.value().clone();
-  const int64_t n = x.dim(-1), rows = n ? y.numel() / n : 0;
-  T* py = y.data();
-  parallel_for_if(y.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) internal::softmax_row(py + r * n, n);
-  });
-  return record("softmax", y, {x}, [y, n, rows](const Tensor<T>& g, auto& in) {
-    auto dx = Tensor<T>::empty(g.shape());
-    parallel_for_if(g.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) internal::softmax_row_backward(y.data() + r * n, g.data() + r * n, dx.data() + r * n, n);
+  const int64_t n = x.dim(-1), rows = n ? x.numel() / n : 0;
+  Tensor<T, D> y;
+  if constexpr (is_cuda<D>) {
+    y = Tensor<T, D>::empty(x.shape());
+    gpu::softmax_forward(x.value().data(), y.data(), rows, n);
+  } else {
+    y = x.value().clone();
+    T* py = y.data();
+    parallel_for_if(y.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) internal::softmax_row(py + r * n, n);
     });
+  }
+  return record("softmax", y, {x}, [y, n, rows](const Tensor<T, D>& g, auto& in) {
+    auto dx = Tensor<T, D>::empty(g.shape());
+    if constexpr (is_cuda<D>) {
+      gpu::softmax_backward(y.data(), g.data(), dx.data(), rows, n, T(1));
+    } else {
+      parallel_for_if(g.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          internal::softmax_row_backward(y.data() + r * n, g.data() + r * n, dx.data() + r * n, n);
+      });
+    }
     in.add(0, std::move(dx));
   });
 }
 
 // x [..., N] -> log_softmax over N (x - logsumexp(x))
-template <class T>
-Var<T> log_softmax(const Var<T>& x) {
+template <class T, class D>
+Var<T, D> log_softmax(const Var<T, D>& x) {
   DETR_CHECK(x.rank() >= 1, "log_softmax: needs rank >= 1, got " << x.shape());
-  auto y = x.value().clone();
-  const int64_t n = x.dim(-1), rows = n ? y.numel() / n : 0;
-  T* py = y.data();
-  parallel_for_if(y.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      T* row = py + r * n;
-      T m = -std::numeric_limits<T>::infinity();
-      for (int64_t j = 0; j < n; ++j) m = std::max(m, row[j]);
-      T s = 0;
-      for (int64_t j = 0; j < n; ++j) s += std::exp(row[j] - m);
-      T lse = m + std::log(s);
-      for (int64_t j = 0; j < n; ++j) row[j] -= lse;
-    }
-  });
-  return record("log_softmax", y, {x}, [y, n, rows](const Tensor<T>& g, auto& in) {
-    auto dx = Tensor<T>::empty(g.shape());
-    parallel_for_if(g.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
+  const int64_t n = x.dim(-1), rows = n ? x.numel() / n : 0;
+  Tensor<T, D> y;
+  if constexpr (is_cuda<D>) {
+    y = Tensor<T, D>::empty(x.shape());
+    gpu::log_softmax_forward(x.value().data(), y.data(), rows, n);
+  } else {
+    y = x.value().clone();
+    T* py = y.data();
+    parallel_for_if(y.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const T *yr = y.data() + r * n, *gr = g.data() + r * n;
-        T* dr = dx.data() + r * n;
+        T* row = py + r * n;
+        T m = -std::numeric_limits<T>::infinity();
+        for (int64_t j = 0; j < n; ++j) m = std::max(m, row[j]);
         T s = 0;
-        for (int64_t j = 0; j < n; ++j) s += gr[j];
-        for (int64_t j = 0; j < n; ++j) dr[j] = gr[j] - std::exp(yr[j]) * s;
+        for (int64_t j = 0; j < n; ++j) s += std::exp(row[j] - m);
+        T lse = m + std::log(s);
+        for (int64_t j = 0; j < n; ++j) row[j] -= lse;
       }
     });
+  }
+  return record("log_softmax", y, {x}, [y, n, rows](const Tensor<T, D>& g, auto& in) {
+    auto dx = Tensor<T, D>::empty(g.shape());
+    if constexpr (is_cuda<D>) {
+      gpu::log_softmax_backward(y.data(), g.data(), dx.data(), rows, n);
+    } else {
+      parallel_for_if(g.numel() > (1 << 15), rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const T *yr = y.data() + r * n, *gr = g.data() + r * n;
+          T* dr = dx.data() + r * n;
+          T s = 0;
+          for (int64_t j = 0; j < n; ++j) s += gr[j];
+          for (int64_t j = 0; j < n; ++j) dr[j] = gr[j] - std::exp(yr[j]) * s;
+        }
+      });
+    }
     in.add(0, std::move(dx));
   });
 }

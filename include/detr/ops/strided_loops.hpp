@@ -16,7 +16,9 @@
 #include <vector>
 
 #include "detr/core/parallel.hpp"
+#include "detr/core/cuda_tensor.hpp"
 #include "detr/core/tensor.hpp"
+#include "detr/gpu/elementwise.hpp"
 
 namespace detr::internal {
 
@@ -146,14 +148,44 @@ void strided_copy(const T* src, std::vector<int64_t> src_stride, T* dst, std::ve
   });
 }
 
+// The coalesced nest of a strided copy as the CUDA kernels' geometry (strides 0: src, 1: dst).
+inline gpu::Strided<2> copy_geometry(std::vector<int64_t> src_stride, std::vector<int64_t> dst_stride,
+                                     std::vector<int64_t> size) {
+  const LoopNest<2> nest = coalesce(LoopNest<2>{std::move(size), {std::move(src_stride), std::move(dst_stride)}});
+  DETR_CHECK(nest.rank() <= gpu::kMaxRank,
+             "strided copy (CUDA): " << nest.rank() << " dims after merging, at most " << gpu::kMaxRank);
+  gpu::Strided<2> geo;
+  geo.rank = nest.rank();
+  for (int d = 0; d < geo.rank; ++d) {
+    geo.shape[d] = nest.size[d];
+    geo.strides[0][d] = nest.stride[0][d];
+    geo.strides[1][d] = nest.stride[1][d];
+  }
+  return geo;
+}
+
+// strided_copy on device D.
+template <class D, class T>
+void strided_copy_on(const T* src, std::vector<int64_t> src_stride, T* dst, std::vector<int64_t> dst_stride,
+                     std::vector<int64_t> size) {
+  if constexpr (is_cuda<D>) {
+    int64_t n = 1;
+    for (int64_t s : size) n *= s;
+    if (n == 0) return;
+    gpu::strided_copy(src, dst, n, copy_geometry(std::move(src_stride), std::move(dst_stride), std::move(size)));
+  } else {
+    strided_copy(src, std::move(src_stride), dst, std::move(dst_stride), std::move(size));
+  }
+}
+
 // Copy of a contiguous `src` of dims `src_size` read through `src_stride` as the contiguous
 // tensor `out_shape` (stride 0 = broadcast).
-template <class T>
-Tensor<T> gather_strided(const Tensor<T>& src, std::vector<int64_t> src_stride, const Shape& out_shape,
-                         int64_t src_offset = 0) {
-  auto out = Tensor<T>::empty(out_shape);
+template <class T, class D>
+Tensor<T, D> gather_strided(const Tensor<T, D>& src, std::vector<int64_t> src_stride, const Shape& out_shape,
+                            int64_t src_offset = 0) {
+  auto out = Tensor<T, D>::empty(out_shape);
   auto size = dims_of(out_shape);
-  strided_copy(src.data() + src_offset, std::move(src_stride), out.data(), contiguous_strides(size), size);
+  strided_copy_on<D>(src.data() + src_offset, std::move(src_stride), out.data(), contiguous_strides(size), size);
   return out;
 }
 
@@ -264,6 +296,19 @@ void sum_dims(const T* src, const std::vector<int64_t>& size, const std::vector<
       for (int64_t k = 0; k < m; ++k) dst[k] = T(buf[k]);
     }
   });
+}
+
+// sum_dims on device D.
+template <class D, class T>
+void sum_dims_on(const T* src, const std::vector<int64_t>& size, const std::vector<bool>& reduced, T* out) {
+  if constexpr (is_cuda<D>) {
+    bool mask[2 * Shape::kMaxRank] = {};
+    DETR_CHECK(size.size() <= 2 * Shape::kMaxRank, "sum (CUDA): " << size.size() << " dims");
+    for (size_t d = 0; d < size.size(); ++d) mask[d] = reduced[d];
+    gpu::reduce_sum(src, out, gpu::Reduction::of(size.data(), int(size.size()), mask));
+  } else {
+    sum_dims(src, size, reduced, out);
+  }
 }
 
 }  // namespace detr::internal
