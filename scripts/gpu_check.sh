@@ -4,6 +4,7 @@
 # logs to one folder: $1, else $OUT (the device tool's), else ./gpu_check_logs. Builds against
 # .gpu_deps/ when present (scripts/gpu_pack.sh: the GPU machines have nvcc and CMake but not the
 # project's other dependencies). Prints a summary; exits non-zero when a step failed.
+# GPU_CMAKE_ARGS adds configure arguments (e.g. -DCMAKE_IGNORE_PREFIX_PATH=/usr, to check the pack).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS=${1:-${OUT:-gpu_check_logs}}
@@ -33,6 +34,8 @@ if [ -d "$DEPS" ]; then
          -DDETR_STB_LIBRARY="$DEPS/lib/libstb.a")
 fi
 command -v ninja >/dev/null && args+=(-G Ninja)
+# shellcheck disable=SC2206
+args+=(${GPU_CMAKE_ARGS:-})  # extra configure arguments
 step configure cmake -S . -B "$BUILD" "${args[@]}"
 targets=(detr_cuda test_gpu_kernels_host)
 for f in tests/cuda_test_*.cu tests/cuda_test_*.cpp; do
@@ -45,6 +48,7 @@ cuda_tests() {
   local rc=$?
   cat "$LOGS/ctest.txt"
   grep -q 'Skipped\|Not Run' "$LOGS/ctest.txt" && return 1
+  grep -q '100% tests passed, 0 tests failed out of [1-9]' "$LOGS/ctest.txt" || return 1
   return $rc
 }
 step tests cuda_tests
