@@ -3,6 +3,7 @@
 // skipped) without a GPU (cuda_catch_main.cpp).
 #include "detr/core/cuda_tensor.hpp"
 #include "detr/gpu/runtime.hpp"
+#include "detr/ops/attention.hpp"
 #include "detr/ops/dropout.hpp"
 #include "detr/ops/elementwise.hpp"
 #include "detr/ops/layer_norm.hpp"
@@ -64,7 +65,7 @@ TEST_CASE("cuda tensor: copies, views, fill, memory statistics", "[cuda]") {
   auto c = d.clone();
   c.fill_(2.0f);
   CHECK(d.to_host().to_vector() == h.to_vector());  // clone() copied
-  CHECK(c[5].item() == 0.0f + 2.0f);
+  CHECK(c[5][1].item() == 2.0f);
   CHECK(d.slice0(10, 12).reshape({6}).to_vector() == h.slice0(10, 12).reshape({6}).to_vector());
   CHECK(Tensor<int64_t, cuda>::full({3}, -7).to_vector() == std::vector<int64_t>{-7, -7, -7});
   const auto before = gpu::memory_stats().in_use;
@@ -162,6 +163,33 @@ TEST_CASE("cuda ops: dropout draws the CPU's mask", "[cuda]") {
     Rng rng(11);
     return dropout(v[0], 0.3, true, rng);
   }, 0, 0);
+}
+
+TEST_CASE("cuda ops: multi-head attention with masks, padding and dropout", "[cuda]") {
+  const int64_t B = 2, Lq = 5, Lk = 9, D = 12, H = 3;
+  auto q = randf({B, Lq, D}, 50), k = randf({B, Lk, D}, 51), v = randf({B, Lk, D}, 52);
+  auto pad = Tensor<uint8_t>::zeros({B, Lk});
+  pad.data()[Lk + 7] = pad.data()[Lk + 8] = 1;
+  auto blocked = Tensor<uint8_t>::zeros({Lq, Lk});
+  blocked.data()[3] = 1;
+  auto additive = randf({B * H, Lq, Lk}, 53, -1, 1);
+  auto run = [&](bool masks, double p) {
+    return [&, masks, p](const auto& x) {
+      using Dev = typename std::decay_t<decltype(x[0])>::Device;
+      AttentionMask<float, Dev> m;
+      Tensor<uint8_t, Dev> padding;
+      if (masks) {
+        m.blocked = to_device<Dev>(blocked);
+        m.additive = to_device<Dev>(additive);
+        padding = to_device<Dev>(pad);
+      }
+      Rng rng(21);
+      return multi_head_attention(x[0], x[1], x[2], int(H), m, padding, p, p > 0, &rng);
+    };
+  };
+  check_op("attention", {q, k, v}, run(false, 0.0), 1e-4, 1e-5);
+  check_op("attention, masks and padding", {q, k, v}, run(true, 0.0), 1e-4, 1e-5);
+  check_op("attention, masks and dropout", {q, k, v}, run(true, 0.2), 1e-4, 1e-5);
 }
 
 TEST_CASE("cuda ops: a small MLP's loss and gradients agree on both devices", "[cuda]") {

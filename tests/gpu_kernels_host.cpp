@@ -294,3 +294,31 @@ TEST_CASE("gpu kernels (host): dropout's mask equals the CPU op's", "[gpu_kernel
   CHECK(same_bits(yk, y.value()));
   CHECK(same_bits(dk, v.grad()));
 }
+
+TEST_CASE("gpu kernels (host): attention's masked softmax rows equal scale, mask, then softmax", "[gpu_kernels]") {
+  const int64_t B = 2, H = 3, Lq = 4, Lk = 7;
+  auto scores = randf({B * H, Lq, Lk}, 70, -3, 3);
+  auto additive = randf({Lq, Lk}, 71);
+  auto blocked = Tensor<uint8_t>::zeros({B * H, Lq, Lk});
+  auto pad = Tensor<uint8_t>::zeros({B, Lk});
+  blocked.data()[5] = blocked.data()[40] = 1;
+  pad.data()[Lk + 6] = 1;  // entry 1's last key is padding
+  for (int64_t j = 0; j < Lk; ++j) blocked.data()[(2 * Lq + 1) * Lk + j] = 1;  // a fully blocked row
+  const float scale = 0.5f;
+  auto expect = scores.clone();
+  for (int64_t r = 0; r < B * H * Lq; ++r) {
+    const int64_t bh = r / Lq, i = r % Lq, b = bh / H;
+    for (int64_t j = 0; j < Lk; ++j) {
+      float& v = expect.data()[r * Lk + j];
+      v = v * scale + additive.data()[i * Lk + j];
+      if (blocked.data()[r * Lk + j] || pad.data()[b * Lk + j]) v = -INFINITY;
+    }
+  }
+  auto cpu = softmax(Var<float>(expect)).value();
+  auto got = scores.clone();
+  gpu::kernels::for_each_index(host, B * H * Lq,
+                               gpu::kernels::AttentionSoftmaxRowBody<float>{got.data(), H, Lq, Lk, scale, blocked.data(),
+                                                                            true, additive.data(), false, pad.data()});
+  CHECK(allclose(got, cpu, 1e-6, 1e-7));
+  for (int64_t j = 0; j < Lk; ++j) CHECK(got.data()[(2 * Lq + 1) * Lk + j] == 0.0f);
+}

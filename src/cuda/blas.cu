@@ -3,6 +3,7 @@
 #include <cublas_v2.h>
 
 #include <climits>
+#include <utility>
 
 #include "detr/gpu/blas.hpp"
 #include "detr/gpu/cuda_check.cuh"
@@ -33,27 +34,26 @@ void check_int(int64_t v, const char* what) {
 }  // namespace
 
 template <class T>
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, const T* B, T* C, int64_t batch,
-          int64_t sa, int64_t sb, int64_t sc, T beta) {
+void gemm_ld(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t sa, const T* B,
+             int64_t ldb, int64_t sb, T* C, int64_t ldc, int64_t sc, int64_t batch, T beta) {
   if (M == 0 || N == 0 || batch == 0) return;
-  check_int(M, "M");
-  check_int(N, "N");
-  check_int(K, "K");
-  check_int(batch, "batch");
+  for (auto [v, what] : {std::pair{M, "M"}, {N, "N"}, {K, "K"}, {batch, "batch"}, {lda, "lda"}, {ldb, "ldb"},
+                         {ldc, "ldc"}})
+    check_int(v, what);
   const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const int lda = int(ta ? M : K), ldb = int(tb ? K : N), ldc = int(N);
   const T alpha = T(1);
   if constexpr (std::is_same_v<T, float>)
-    DETR_CUBLAS_CHECK(cublasSgemmStridedBatched(handle(), op_b, op_a, int(N), int(M), int(K), &alpha, B, ldb, sb, A,
-                                                lda, sa, &beta, C, ldc, sc, int(batch)));
+    DETR_CUBLAS_CHECK(cublasSgemmStridedBatched(handle(), op_b, op_a, int(N), int(M), int(K), &alpha, B, int(ldb), sb,
+                                                A, int(lda), sa, &beta, C, int(ldc), sc, int(batch)));
   else
-    DETR_CUBLAS_CHECK(cublasDgemmStridedBatched(handle(), op_b, op_a, int(N), int(M), int(K), &alpha, B, ldb, sb, A,
-                                                lda, sa, &beta, C, ldc, sc, int(batch)));
+    DETR_CUBLAS_CHECK(cublasDgemmStridedBatched(handle(), op_b, op_a, int(N), int(M), int(K), &alpha, B, int(ldb), sb,
+                                                A, int(lda), sa, &beta, C, int(ldc), sc, int(batch)));
 }
 
-template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t, int64_t,
-                          int64_t, int64_t, float);
-template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, const double*, double*, int64_t,
-                           int64_t, int64_t, int64_t, double);
+
+template void gemm_ld<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*,
+                             int64_t, int64_t, float*, int64_t, int64_t, int64_t, float);
+template void gemm_ld<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t, int64_t, const double*,
+                              int64_t, int64_t, double*, int64_t, int64_t, int64_t, double);
 
 }  // namespace detr::gpu

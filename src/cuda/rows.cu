@@ -22,6 +22,13 @@ void log_softmax_backward(const T* y, const T* g, T* dx, int64_t rows, int64_t n
   kernels::for_each_index(on_stream(), rows, kernels::LogSoftmaxGradRowBody<T>{y, g, dx, n});
 }
 template <class T>
+void attention_softmax(T* P, int64_t B, int64_t H, int64_t Lq, int64_t Lk, T scale, const uint8_t* blocked,
+                       bool blocked_per_head, const T* additive, bool additive_per_head, const uint8_t* pad) {
+  kernels::for_each_index(on_stream(), B * H * Lq,
+                          kernels::AttentionSoftmaxRowBody<T>{P, H, Lq, Lk, scale, blocked, blocked_per_head, additive,
+                                                              additive_per_head, pad});
+}
+template <class T>
 void layer_norm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t R, int64_t D, T eps) {
   kernels::for_each_index(on_stream(), R, kernels::LayerNormRowBody<T>{x, w, b, y, mean, rstd, D, eps});
 }
@@ -35,6 +42,8 @@ void layer_norm_backward(const T* g, const T* x, const T* w, const T* mean, cons
 #define DETR_ROWS(T)                                                                                     \
   template void softmax_forward<T>(const T*, T*, int64_t, int64_t);                                      \
   template void softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t, T);                        \
+  template void attention_softmax<T>(T*, int64_t, int64_t, int64_t, int64_t, T, const uint8_t*, bool, const T*, \
+                                     bool, const uint8_t*);                                                \
   template void log_softmax_forward<T>(const T*, T*, int64_t, int64_t);                                  \
   template void log_softmax_backward<T>(const T*, const T*, T*, int64_t, int64_t);                       \
   template void layer_norm_forward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, T);    \

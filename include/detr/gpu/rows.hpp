@@ -13,6 +13,11 @@ template <class T>
 void log_softmax_forward(const T* x, T* y, int64_t rows, int64_t n);
 template <class T>
 void log_softmax_backward(const T* y, const T* g, T* dx, int64_t rows, int64_t n);
+// P [B * H, Lq, Lk] in place: scale, masks (each may be null), softmax per row. blocked /
+// additive are [Lq, Lk] or per head [B * H, Lq, Lk]; pad is [B, Lk] (1 = padding key).
+template <class T>
+void attention_softmax(T* P, int64_t B, int64_t H, int64_t Lq, int64_t Lk, T scale, const uint8_t* blocked,
+                       bool blocked_per_head, const T* additive, bool additive_per_head, const uint8_t* pad);
 // x, y [R, D]; w, b [D]; mean, rstd [R] (outputs).
 template <class T>
 void layer_norm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t R, int64_t D, T eps);

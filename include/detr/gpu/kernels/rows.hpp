@@ -3,6 +3,7 @@
 // last dim and layer_norm's forward and backward, with the CPU ops' conventions (a softmax row of
 // all -inf is all zeros; weights below the smallest normal number are flushed to 0).
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "detr/core/device.hpp"
@@ -10,31 +11,63 @@
 
 namespace detr::gpu::kernels {
 
+// y = softmax(x) for one row of n (y may be x).
+template <class T>
+DETR_HD void softmax_row(const T* xr, T* yr, int64_t n) {
+  const T ninf = -std::numeric_limits<T>::infinity();
+  T m = ninf;
+  for (int64_t j = 0; j < n; ++j) m = xr[j] > m ? xr[j] : m;
+  if (m == ninf) {
+    for (int64_t j = 0; j < n; ++j) yr[j] = T(0);
+    return;
+  }
+  const T tiny = std::numeric_limits<T>::min();
+  T s = T(0);
+  for (int64_t j = 0; j < n; ++j) {
+    T e = std::exp(xr[j] - m);
+    e = e < tiny ? T(0) : e;
+    yr[j] = e;
+    s += e;
+  }
+  const T inv = T(1) / s;
+  for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+}
+
 template <class T>
 struct SoftmaxRowBody {
   const T* x;
   T* y;
   int64_t n;
+  DETR_HD void operator()(int64_t r) const { softmax_row(x + r * n, y + r * n, n); }
+};
+
+// Attention scores to probabilities in place, row r = bh * Lq + i of P [B * H, Lq, Lk]: scaled,
+// the additive mask added, -inf where blocked or where the key is padding, then softmax (the
+// CPU op's order of operations). Masks are [Lq, Lk] or per head [B * H, Lq, Lk]; pad is [B, Lk].
+template <class T>
+struct AttentionSoftmaxRowBody {
+  T* P;
+  int64_t H, Lq, Lk;
+  T scale;
+  const uint8_t* blocked;
+  bool blocked_per_head;
+  const T* additive;
+  bool additive_per_head;
+  const uint8_t* pad;
   DETR_HD void operator()(int64_t r) const {
-    const T* xr = x + r * n;
-    T* yr = y + r * n;
+    const int64_t bh = r / Lq, i = r % Lq, b = bh / H;
+    T* row = P + r * Lk;
+    const uint8_t* bl = blocked ? blocked + (blocked_per_head ? bh * Lq * Lk : 0) + i * Lk : nullptr;
+    const T* ad = additive ? additive + (additive_per_head ? bh * Lq * Lk : 0) + i * Lk : nullptr;
+    const uint8_t* pd = pad ? pad + b * Lk : nullptr;
     const T ninf = -std::numeric_limits<T>::infinity();
-    T m = ninf;
-    for (int64_t j = 0; j < n; ++j) m = xr[j] > m ? xr[j] : m;
-    if (m == ninf) {
-      for (int64_t j = 0; j < n; ++j) yr[j] = T(0);
-      return;
+    for (int64_t j = 0; j < Lk; ++j) {
+      T v = row[j] * scale;
+      if (ad) v += ad[j];
+      if ((bl && bl[j]) || (pd && pd[j])) v = ninf;
+      row[j] = v;
     }
-    const T tiny = std::numeric_limits<T>::min();
-    T s = T(0);
-    for (int64_t j = 0; j < n; ++j) {
-      T e = std::exp(xr[j] - m);
-      e = e < tiny ? T(0) : e;
-      yr[j] = e;
-      s += e;
-    }
-    const T inv = T(1) / s;
-    for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+    softmax_row(row, row, Lk);
   }
 };
 
